@@ -1,0 +1,108 @@
+"""The registry of live sessions and the nursery they run in.
+
+Session actors run in the registry's nursery (a child of the gateway's root
+nursery), never on the web framework's per-request or app nursery: a request
+handler only holds a :class:`~actors.session.Session` handle, so a client that
+disconnects cancels its HTTP task without tearing down the actor mid-cleanup,
+and a crashing session cannot take the server down with it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+
+import attrs
+import trio
+
+from config import ServerConfig
+
+from .session import Session
+from .supervisor import ServerSupervisor
+
+log = logging.getLogger(__name__)
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id (visible ASCII, as the spec requires)."""
+    return secrets.token_hex(16)
+
+
+@attrs.define(eq=False)
+class SessionRegistry:
+    """Opens session actors and finds them by id."""
+
+    _nursery: trio.Nursery
+    sessions: dict[str, Session] = attrs.field(factory=dict)
+
+    def new_session(
+        self,
+        project: str,
+        config: ServerConfig,
+        server: ServerSupervisor | None,
+        transport: str,
+        outbox_size: int = 256,
+    ) -> Session:
+        """Make a session handle (not yet running; see :meth:`start`).
+
+        ``server`` is the shared supervisor, or ``None`` for ``isolation =
+        "session"`` (the session then starts its own upstream).
+        """
+        return Session(
+            new_session_id(), project, config, transport, server=server, outbox_size=outbox_size
+        )
+
+    async def start(self, session: Session) -> None:
+        """Run the session's actor in the registry's nursery; return once it is attached.
+
+        Closing a session before or while it starts is safe: it then ends at once.
+        """
+        await self._nursery.start(self._run, session)
+
+    async def open_session(
+        self,
+        project: str,
+        config: ServerConfig,
+        server: ServerSupervisor | None,
+        transport: str,
+        outbox_size: int = 256,
+    ) -> Session:
+        """:meth:`new_session` and :meth:`start` in one step."""
+        session = self.new_session(project, config, server, transport, outbox_size)
+        await self.start(session)
+        return session
+
+    async def _run(self, session: Session, *, task_status: trio.TaskStatus[Session]) -> None:
+        self.sessions[session.session_id] = session
+        try:
+            await session.run(task_status=task_status)
+        except Exception:
+            log.exception("session %s crashed", session.session_id)
+        finally:
+            self.sessions.pop(session.session_id, None)
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Live sessions by (project, server, transport)."""
+        counter: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for s in self.sessions.values():
+            counter[(s.project, s.config.name, s.transport)] += 1
+        return dict(counter)
+
+    def close_all(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            session.close(reason)
+
+
+async def run_registry(*, task_status: trio.TaskStatus[SessionRegistry] = trio.TASK_STATUS_IGNORED) -> None:
+    """Own the sessions' nursery for the gateway's lifetime."""
+    async with trio.open_nursery() as nursery:
+        registry = SessionRegistry(nursery)
+        task_status.started(registry)
+        try:
+            await trio.sleep_forever()
+        finally:
+            registry.close_all("the gateway is shutting down")

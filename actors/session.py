@@ -1,0 +1,267 @@
+"""The session actor: one client session, whatever transport carries it.
+
+A session owns a nursery, a bounded inbox (messages the client POSTed) and a
+bounded outbox (messages for the client's stream). It answers ``initialize``
+and ``ping`` itself, forwards every other request to its server's upstream in
+a task of its own nursery, and routes what comes back.
+
+Rules a real client depends on:
+
+* A request on a session that never sent ``initialize`` is served anyway: the
+  TypeScript SDK's EventSource reconnects into a new session and does not
+  initialize again (typescript-sdk#510).
+* ``notifications/cancelled`` from the client cancels that request's task,
+  which tells the upstream; no response is sent for it (spec: cancellation).
+* A client that does not read its stream fills the outbox; the session is then
+  ended rather than buffering without bound.
+* When the session ends — the client went away, overflow, shutdown — its
+  nursery is cancelled: every in-flight upstream request is cancelled
+  upstream, every pending server→client request is refused, the outbox closes
+  (ending the client's stream), and the session leaves its server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from config import ServerConfig
+from upstream import jsonrpc
+
+from .supervisor import ServerSupervisor
+from .upstream import GATEWAY_INFO, Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: Revisions a session can negotiate through ``initialize``, oldest first.
+SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+MAX_IN_FLIGHT = 128
+INBOX_SIZE = 64
+#: How long a request waits for a (re)starting upstream before it gets an error.
+READY_WAIT_S = 5.0
+
+
+def negotiate_version(requested: Any) -> str:
+    """The version to answer ``initialize`` with: the client's if supported, else the latest."""
+    return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+
+
+@attrs.define(eq=False)
+class Session:
+    """A client session actor; the gateway holds it as a handle.
+
+    Handle methods (``submit``, ``close``, ``deliver``) never block on the
+    client and are safe to call from any task.
+    """
+
+    session_id: str
+    project: str
+    config: ServerConfig
+    transport: str
+    server: ServerSupervisor | None = None
+    outbox_size: int = 256
+    initialized: bool = False
+    protocol_version: str | None = None
+    client_info: dict[str, Any] | None = None
+    close_reason: str = ""
+    closed: trio.Event = attrs.field(factory=trio.Event)
+    outbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
+    _outbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
+    _inbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
+    _inbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
+    _tasks: dict[jsonrpc.Id, trio.CancelScope] = attrs.field(factory=dict)
+    _server_requests: dict[str, tuple[Upstream, jsonrpc.Id]] = attrs.field(factory=dict)
+    _server_ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+    def __attrs_post_init__(self) -> None:
+        self._outbound_send, self.outbound_recv = trio.open_memory_channel(self.outbox_size)
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel(INBOX_SIZE)
+
+    # -- handle ---------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def submit(self, message: jsonrpc.Message, timeout_s: float = 5.0) -> bool:
+        """Queue a client message; ``False`` if the session is gone or stays full."""
+        if self.closed.is_set():
+            return False
+        with trio.move_on_after(timeout_s):
+            try:
+                await self._inbound_send.send(message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        return False
+
+    def close(self, reason: str) -> None:
+        """End the session; its actor cleans up everything it owned."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self._scope.cancel()
+
+    def deliver(self, message: jsonrpc.Message) -> None:
+        """Queue a message for the client's stream; a full outbox ends the session."""
+        try:
+            self._outbound_send.send_nowait(message)
+        except trio.WouldBlock:
+            log.warning("session %s: client is not reading its stream; ending it", self.session_id)
+            self.close("the client did not read its stream (outbound queue full)")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
+        """Forward an upstream's request to the client under an id of this session."""
+        out_id = f"mcp-orch-{next(self._server_ids)}"
+        self._server_requests[out_id] = (upstream, message["id"])
+        self.deliver({**message, "id": out_id})
+
+    # -- actor ----------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the session until it is closed or cancelled; ``started`` once attached."""
+        try:
+            if self._scope.cancel_called:  # closed before it ever ran
+                task_status.started(self)
+                return
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    if self.server is None:  # isolation = "session": a private upstream
+                        self.server = ServerSupervisor(self.project, self.config)
+                        await nursery.start(self.server.run)
+                    self.server.attach(self)
+                    task_status.started(self)
+                    async with self._inbound_recv:
+                        async for message in self._inbound_recv:
+                            self._dispatch(message, nursery)
+        finally:
+            self.closed.set()
+            if self.server is not None:
+                self.server.detach(self)
+            self._inbound_send.close()
+            self._outbound_send.close()
+            if self._server_requests:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    for upstream, upstream_id in self._server_requests.values():
+                        await upstream.respond(
+                            upstream_id,
+                            jsonrpc.error_response(
+                                None, jsonrpc.INTERNAL_ERROR, "the client session ended"
+                            ),
+                        )
+                self._server_requests.clear()
+            log.debug("session %s ended: %s", self.session_id, self.close_reason or "closed")
+
+    def _dispatch(self, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
+        if "method" in message:
+            method = message["method"]
+            if "id" not in message:
+                self._on_notification(method, message, nursery)
+                return
+            msg_id = message["id"]
+            if method == "ping":
+                self.deliver(jsonrpc.result_response(msg_id, {}))
+            elif msg_id in self._tasks:
+                self.deliver(
+                    jsonrpc.error_response(
+                        msg_id, jsonrpc.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
+                    )
+                )
+            elif len(self._tasks) >= MAX_IN_FLIGHT:
+                self.deliver(
+                    jsonrpc.error_response(
+                        msg_id,
+                        jsonrpc.SESSION_BUSY,
+                        f"too many requests in flight on this session (limit {MAX_IN_FLIGHT})",
+                    )
+                )
+            else:
+                scope = trio.CancelScope()
+                self._tasks[msg_id] = scope
+                nursery.start_soon(self._serve_request, message, scope)
+            return
+        # A response to one of the upstream's requests.
+        out_id = message.get("id")
+        target = self._server_requests.pop(out_id, None) if isinstance(out_id, str) else None
+        if target is None:
+            log.debug("session %s: response to unknown id %r dropped", self.session_id, out_id)
+            return
+        upstream, upstream_id = target
+        nursery.start_soon(upstream.respond, upstream_id, message)
+
+    def _on_notification(self, method: str, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        if method == "notifications/initialized":
+            self.initialized = True
+            return
+        if method == "notifications/cancelled":
+            request_id = params.get("requestId")
+            scope = self._tasks.get(request_id) if request_id is not None else None
+            if scope is not None:
+                scope.cancel()
+                return
+            target = (
+                self._server_requests.pop(request_id, None) if isinstance(request_id, str) else None
+            )
+            if target is not None:  # the client withdrew its answer to an upstream request
+                upstream, upstream_id = target
+                forwarded = {**message, "params": {**params, "requestId": upstream_id}}
+                nursery.start_soon(upstream.notify, forwarded)
+            return
+        upstream = self.server.upstream if self.server is not None else None
+        if upstream is not None:
+            nursery.start_soon(upstream.notify, message)
+
+    async def _serve_request(self, message: jsonrpc.Message, scope: trio.CancelScope) -> None:
+        msg_id = message["id"]
+        reply: jsonrpc.Message | None = None
+        try:
+            with scope:
+                if message["method"] == "initialize":
+                    reply = await self._initialize(message)
+                else:
+                    reply = await self._forward(message)
+        finally:
+            self._tasks.pop(msg_id, None)
+        if reply is not None and not scope.cancelled_caught:
+            self.deliver(reply)
+
+    async def _upstream(self) -> Upstream:
+        assert self.server is not None
+        return await self.server.wait_ready(min(READY_WAIT_S, self.config.request_timeout_s))
+
+    async def _forward(self, message: jsonrpc.Message) -> jsonrpc.Message:
+        try:
+            upstream = await self._upstream()
+        except UpstreamError as exc:
+            return jsonrpc.error_response(message["id"], exc.code, str(exc))
+        return await upstream.call(self, message, self.config.request_timeout_s)
+
+    async def _initialize(self, message: jsonrpc.Message) -> jsonrpc.Message:
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        try:
+            # A freshly started upstream may still be in its own handshake.
+            assert self.server is not None
+            upstream = await self.server.wait_ready(self.config.request_timeout_s)
+        except UpstreamError as exc:
+            return jsonrpc.error_response(message["id"], exc.code, str(exc))
+        self.protocol_version = negotiate_version(params.get("protocolVersion"))
+        client_info = params.get("clientInfo")
+        self.client_info = client_info if isinstance(client_info, dict) else None
+        upstream_init = upstream.init_result
+        result: dict[str, Any] = {
+            "protocolVersion": self.protocol_version,
+            "capabilities": upstream_init.get("capabilities") or {},
+            "serverInfo": upstream_init.get("serverInfo") or GATEWAY_INFO,
+        }
+        if upstream_init.get("instructions"):
+            result["instructions"] = upstream_init["instructions"]
+        return jsonrpc.result_response(message["id"], result)
+

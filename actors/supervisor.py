@@ -1,0 +1,210 @@
+"""Supervision of upstream servers: restart with backoff, give up into ``failed``.
+
+One :class:`ServerSupervisor` per configured server (or per client session
+for ``isolation = "session"``). It keeps the server's upstream actor running:
+when the process exits it is started again after an exponential backoff with
+jitter (``min(backoff_max_s, backoff_initial_s * 2**n)``, ``n`` reset after a
+run that outlived ``window_s``). More than ``max_restarts`` restarts within
+``window_s`` marks the server ``failed``; it is then retried every
+``failed_retry_s`` while the gateway stays up. All time comes from
+``trio.current_time()`` so the behaviour is testable under ``MockClock``.
+
+Sessions attach to the supervisor, not to one process, so they survive a
+restart and receive the next process's notifications.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from config import ServerConfig, expand_env
+from upstream import jsonrpc
+from upstream.stdio import child_environment
+
+from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "running", "restarting", "failed", "stopped"]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an exception, unwrapping single-exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+@attrs.define(eq=False)
+class ServerSupervisor:
+    """Keeps one upstream server alive and tells how it is doing.
+
+    Error handling: ``run`` catches ``Exception`` from a start or a run (spawn
+    failures, a failed handshake, protocol errors) and turns it into a restart;
+    it never catches ``BaseException``, so cancellation stops it.
+    """
+
+    project: str
+    config: ServerConfig
+    jitter: float = 0.2
+    environ: Mapping[str, str] | None = None
+    #: Starts one upstream (an async context manager); replaceable in tests.
+    opener: Callable[..., AbstractAsyncContextManager[Upstream]] = open_upstream
+    rng: random.Random = attrs.field(factory=random.Random)
+    state: State = "starting"
+    restarts: int = 0
+    last_exit: str = ""
+    pid: int | None = None
+    started_at: float | None = None
+    next_start_at: float | None = None
+    first_attempt_done: bool = False
+    upstream: Upstream | None = None
+    sessions: dict[str, SessionPeer] = attrs.field(factory=dict)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+    _scope: trio.CancelScope | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _set_state(self, state: State) -> None:
+        if state != self.state:
+            log.info("server %s/%s: %s → %s", self.project, self.name, self.state, state)
+        self.state = state
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def attach(self, session: SessionPeer) -> None:
+        self.sessions[session.session_id] = session
+
+    def detach(self, session: SessionPeer) -> None:
+        self.sessions.pop(session.session_id, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view for ``/health``: state, restarts, pid, sessions."""
+        now = trio.current_time()
+        view: dict[str, Any] = {
+            "state": self.state,
+            "restarts": self.restarts,
+            "pid": self.pid if self.state == "running" else None,
+            "sessions": len(self.sessions),
+            "in_flight": self.upstream.in_flight if self.upstream is not None else 0,
+        }
+        if self.state == "running" and self.started_at is not None:
+            view["uptime_s"] = round(now - self.started_at, 3)
+        if self.last_exit:
+            view["last_exit"] = self.last_exit
+        if self.state in ("restarting", "failed") and self.next_start_at is not None:
+            view["next_start_in_s"] = round(max(0.0, self.next_start_at - now), 3)
+        return view
+
+    async def wait_ready(self, timeout_s: float) -> Upstream:
+        """Return the running upstream, waiting up to ``timeout_s`` while it (re)starts.
+
+        Error handling: raises :class:`UpstreamError` at once when the server
+        is ``failed`` or ``stopped``, and after ``timeout_s`` otherwise.
+        """
+        with trio.move_on_after(timeout_s):
+            while True:
+                upstream = self.upstream
+                if upstream is not None and not upstream.closed.is_set():
+                    return upstream
+                if self.state in ("failed", "stopped"):
+                    break
+                await self._changed.wait()
+        detail = f": {self.last_exit}" if self.last_exit else ""
+        if self.state == "failed":
+            message = f"server '{self.name}' has failed and is retried slowly{detail}"
+        elif self.state == "stopped":
+            message = f"server '{self.name}' is stopped"
+        else:
+            message = f"server '{self.name}' is {self.state}{detail}; try again shortly"
+        raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, message)
+
+    def stop(self) -> None:
+        """Stop supervising (the process is stopped as the run unwinds)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[ServerSupervisor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the restart loop until cancelled; ``started`` at once with ``self``."""
+        policy = self.config.restart
+        recent: collections.deque[float] = collections.deque()
+        failures = 0
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            task_status.started(self)
+            try:
+                while True:
+                    began = trio.current_time()
+                    await self._run_once()
+                    now = trio.current_time()
+                    if now - began >= policy.window_s:
+                        failures = 0
+                    recent.append(now)
+                    while recent and recent[0] < now - policy.window_s:
+                        recent.popleft()
+                    if len(recent) > policy.max_restarts:
+                        delay = policy.failed_retry_s
+                        recent.clear()
+                        failures = 0
+                        self.next_start_at = now + delay
+                        self._set_state("failed")
+                        log.error(
+                            "server %s/%s failed: %d restarts within %g s; next try in %g s (%s)",
+                            self.project, self.name, policy.max_restarts + 1,
+                            policy.window_s, delay, self.last_exit,
+                        )
+                    else:
+                        delay = min(policy.backoff_max_s, policy.backoff_initial_s * 2**failures)
+                        delay *= 1 + self.jitter * self.rng.uniform(-1.0, 1.0)
+                        failures += 1
+                        self.next_start_at = now + delay
+                        self._set_state("restarting")
+                        log.warning(
+                            "server %s/%s: %s; restarting in %.2f s",
+                            self.project, self.name, self.last_exit, delay,
+                        )
+                    await trio.sleep(delay)
+                    self.restarts += 1
+            finally:
+                self._set_state("stopped")
+
+    async def _run_once(self) -> None:
+        config = self.config
+        try:
+            env = child_environment(
+                expand_env(config.env, os.environ if self.environ is None else self.environ)
+            )
+            async with self.opener(
+                config.name,
+                config.command,
+                tuple(config.args),
+                env,
+                config.cwd,
+                init_timeout_s=config.request_timeout_s,
+                sessions=self.sessions,
+            ) as upstream:
+                self.upstream = upstream
+                self.pid = upstream.pid
+                self.started_at = trio.current_time()
+                self.next_start_at = None
+                self.first_attempt_done = True
+                self._set_state("running")
+                await upstream.closed.wait()
+                self.last_exit = upstream.close_reason
+        except Exception as exc:
+            self.last_exit = describe_failure(exc)
+        finally:
+            self.upstream = None
+            self.first_attempt_done = True

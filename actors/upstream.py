@@ -1,0 +1,415 @@
+"""The upstream actor: one running MCP server process shared by many sessions.
+
+It performs the ``initialize`` handshake once and keeps the result, then
+multiplexes client requests onto the process. Every request forwarded gets a
+gateway-unique integer id (and any ``progressToken`` a gateway-unique token),
+so requests of different sessions never collide; responses and progress
+notifications are routed back by those and restored to the client's original
+id and token, keeping their JSON type (``"1"`` stays a string).
+
+Routing of what the upstream sends on its own:
+
+* responses → the waiting request (unknown ids are logged and dropped);
+* ``notifications/progress`` → the session whose request owns the token, and
+  that request's deadline is extended (long calls that report progress live);
+* ``notifications/cancelled`` → the session that holds the upstream's request;
+* other notifications (``list_changed``, ``message``, ``resources/updated``)
+  → every attached session;
+* requests (``sampling/createMessage``, ``roots/list``, ``elicitation/create``)
+  → the one attached session with a request in flight on this upstream. When
+  zero or several sessions qualify the request is ambiguous, and the upstream
+  gets a JSON-RPC error instead of a guess.
+
+Resource handling: :func:`open_upstream` owns the process and the actor's
+tasks; leaving its block stops both. Requests still waiting when the process
+dies are answered at once with a JSON-RPC error, never left hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from upstream import jsonrpc
+from upstream.stdio import StdioProcess, UpstreamProtocolError, open_stdio_process
+
+log = logging.getLogger(__name__)
+
+#: The revision the gateway speaks to upstreams; a server that does not know it
+#: answers with one it supports (spec: lifecycle, version negotiation).
+UPSTREAM_PROTOCOL_VERSION = "2025-11-25"
+GATEWAY_INFO = {"name": "mcp-orch", "version": "0.1.0"}
+WRITER_QUEUE = 64
+
+
+class UpstreamError(Exception):
+    """A request could not be served by the upstream; ``code`` is the JSON-RPC error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionPeer(Protocol):
+    """What an upstream needs of a client session: a way to deliver messages to it."""
+
+    session_id: str
+
+    def deliver(self, message: jsonrpc.Message) -> None:
+        """Queue a message for the client without blocking (the session decides on overflow)."""
+
+    def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
+        """Forward a server→client request; the session answers via ``Upstream.respond``."""
+
+
+@attrs.define(eq=False)
+class _Pending:
+    session: SessionPeer
+    client_id: jsonrpc.Id
+    reply_send: trio.MemorySendChannel[jsonrpc.Message]
+    progress_token: Any = None
+    scope: trio.CancelScope | None = None
+    timeout_s: float = 0.0
+
+
+@attrs.define(eq=False)
+class Upstream:
+    """Handle to one initialized upstream process; methods are safe from any task."""
+
+    name: str
+    process: StdioProcess
+    _writer_send: trio.MemorySendChannel[jsonrpc.Message]
+    init_result: dict[str, Any] = attrs.field(factory=dict)
+    sessions: dict[str, SessionPeer] = attrs.field(factory=dict)
+    _pending: dict[int, _Pending] = attrs.field(factory=dict)
+    _by_token: dict[int, int] = attrs.field(factory=dict)
+    _ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
+    closed: trio.Event = attrs.field(factory=trio.Event)
+    close_reason: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # -- sessions -----------------------------------------------------------
+    def attach(self, session: SessionPeer) -> None:
+        self.sessions[session.session_id] = session
+
+    def detach(self, session: SessionPeer) -> None:
+        self.sessions.pop(session.session_id, None)
+
+    # -- client → upstream ----------------------------------------------------
+    async def call(
+        self, session: SessionPeer, message: jsonrpc.Message, timeout_s: float
+    ) -> jsonrpc.Message:
+        """Forward a client request and return the response with the client's id.
+
+        Error handling: an upstream that dies, a timeout, or a closed upstream
+        become JSON-RPC error responses. Cancellation (the client cancelled, or
+        its session ended) sends ``notifications/cancelled`` upstream and
+        re-raises.
+        """
+        client_id = message["id"]
+        if self.closed.is_set():
+            return jsonrpc.error_response(client_id, jsonrpc.UPSTREAM_CLOSED, self.close_reason)
+        gid = next(self._ids)
+        reply_send, reply_recv = trio.open_memory_channel[jsonrpc.Message](1)
+        pending = _Pending(session, client_id, reply_send, timeout_s=timeout_s)
+        outgoing = dict(message)
+        outgoing["id"] = gid
+        params = message.get("params")
+        if isinstance(params, dict):
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and "progressToken" in meta:
+                pending.progress_token = meta["progressToken"]
+                outgoing["params"] = {**params, "_meta": {**meta, "progressToken": gid}}
+                self._by_token[gid] = gid
+        self._pending[gid] = pending
+        answered = False
+        try:
+            with trio.move_on_after(timeout_s) as scope:
+                pending.scope = scope
+                await self._writer_send.send(outgoing)
+                reply = await reply_recv.receive()
+                answered = True
+                reply["id"] = client_id
+                return reply
+            answered = True  # timed out: we answer the client ourselves
+            await self._cancel_upstream(gid, f"timed out after {timeout_s:g} s")
+            return jsonrpc.error_response(
+                client_id,
+                jsonrpc.REQUEST_TIMEOUT,
+                f"upstream '{self.name}' did not answer {message.get('method')!r} "
+                f"within {timeout_s:g} s",
+            )
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel):
+            answered = True
+            return jsonrpc.error_response(
+                client_id, jsonrpc.UPSTREAM_CLOSED, self.close_reason or "upstream closed"
+            )
+        finally:
+            self._pending.pop(gid, None)
+            self._by_token.pop(gid, None)
+            if not answered and not self.closed.is_set():
+                # Cancelled from outside: tell the upstream, shielded and bounded.
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self._cancel_upstream(gid, "cancelled by the client")
+
+    async def _cancel_upstream(self, gid: int, reason: str) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._writer_send.send(
+                jsonrpc.notification(
+                    "notifications/cancelled", {"requestId": gid, "reason": reason}
+                )
+            )
+
+    async def notify(self, message: jsonrpc.Message) -> None:
+        """Forward a client notification (``roots/list_changed`` and the like)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._writer_send.send(message)
+
+    async def respond(self, upstream_id: jsonrpc.Id, reply: jsonrpc.Message) -> None:
+        """Answer a server→client request with the result or error a client gave."""
+        outgoing = dict(reply)
+        outgoing["id"] = upstream_id
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._writer_send.send(outgoing)
+
+    # -- upstream → client ----------------------------------------------------
+    def _dispatch(self, message: jsonrpc.Message) -> None:
+        try:
+            kind = jsonrpc.classify(message)
+        except jsonrpc.InvalidMessage as exc:
+            log.warning("upstream %s sent an invalid message (%s); dropped", self.name, exc)
+            return
+        if kind == "response":
+            self._route_response(message)
+        elif kind == "notification":
+            self._route_notification(message)
+        else:
+            self._route_request(message)
+
+    def _route_response(self, message: jsonrpc.Message) -> None:
+        msg_id = message.get("id")
+        pending = self._pending.get(msg_id) if isinstance(msg_id, int) else None
+        if pending is None and isinstance(msg_id, str) and msg_id.isdigit():
+            pending = self._pending.get(int(msg_id))  # servers that stringify ids
+        if pending is None:
+            log.debug("upstream %s answered unknown id %r; dropped", self.name, msg_id)
+            return
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+            pending.reply_send.send_nowait(message)
+
+    def _route_notification(self, message: jsonrpc.Message) -> None:
+        method = message["method"]
+        params = message.get("params") or {}
+        if method == "notifications/progress" and isinstance(params, dict):
+            token = params.get("progressToken")
+            gid = self._by_token.get(token) if isinstance(token, int) else None
+            pending = self._pending.get(gid) if gid is not None else None
+            if pending is None:
+                return
+            if pending.scope is not None and pending.timeout_s:
+                pending.scope.deadline = trio.current_time() + pending.timeout_s
+            pending.session.deliver(
+                {**message, "params": {**params, "progressToken": pending.progress_token}}
+            )
+            return
+        if method == "notifications/cancelled":
+            # The upstream withdrew one of its own requests: tell whoever holds it.
+            for session in list(self.sessions.values()):
+                session.deliver(message)
+            return
+        for session in list(self.sessions.values()):
+            session.deliver(message)
+
+    def _route_request(self, message: jsonrpc.Message) -> None:
+        owners = {p.session.session_id: p.session for p in self._pending.values()}
+        if len(owners) == 1:
+            (session,) = owners.values()
+            if session.session_id in self.sessions:
+                session.deliver_server_request(self, message)
+                return
+        reason = (
+            "no client session has a request in flight on this upstream"
+            if not owners
+            else "several client sessions share this upstream; the request is ambiguous "
+            "(configure isolation = \"session\" for servers that call back)"
+        )
+        try:
+            self._writer_send.send_nowait(
+                jsonrpc.error_response(message["id"], jsonrpc.INTERNAL_ERROR, reason)
+            )
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.warning("upstream %s: could not refuse %s", self.name, message["method"])
+
+    def _fail_pending(self, reason: str) -> None:
+        for pending in list(self._pending.values()):
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+                pending.reply_send.send_nowait(
+                    jsonrpc.error_response(pending.client_id, jsonrpc.UPSTREAM_CLOSED, reason)
+                )
+
+
+async def _writer(process: StdioProcess, recv: trio.MemoryReceiveChannel[jsonrpc.Message]) -> None:
+    async with recv:
+        try:
+            async for message in recv:
+                await process.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the process went away; the reader reports why
+
+
+async def _reader(upstream: Upstream) -> None:
+    while True:
+        line = await upstream.process.receive_line()
+        if line is None:
+            return
+        try:
+            message = jsonrpc.loads(line)
+        except jsonrpc.InvalidMessage:
+            log.warning("upstream %s wrote a non-JSON line to stdout; ignored", upstream.name)
+            continue
+        upstream._dispatch(message)
+
+
+async def _initialize(upstream: Upstream, timeout_s: float) -> None:
+    reply_send, reply_recv = trio.open_memory_channel[jsonrpc.Message](1)
+    gid = next(upstream._ids)
+    upstream._pending[gid] = _Pending(_NoSession(), gid, reply_send)
+    try:
+        with trio.fail_after(timeout_s):
+            await upstream._writer_send.send(
+                jsonrpc.request(
+                    gid,
+                    "initialize",
+                    {
+                        "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
+                        # Never advertise client capabilities a real client may lack.
+                        "capabilities": {},
+                        "clientInfo": GATEWAY_INFO,
+                    },
+                )
+            )
+            reply = await reply_recv.receive()
+    except trio.TooSlowError:
+        raise UpstreamError(
+            jsonrpc.UPSTREAM_UNAVAILABLE,
+            f"upstream '{upstream.name}' did not answer initialize within {timeout_s:g} s",
+        ) from None
+    finally:
+        upstream._pending.pop(gid, None)
+    if "error" in reply:
+        raise UpstreamError(
+            jsonrpc.UPSTREAM_UNAVAILABLE,
+            f"upstream '{upstream.name}' refused initialize: {reply['error'].get('message')}",
+        )
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, "initialize result is not an object")
+    upstream.init_result = result
+    await upstream._writer_send.send(jsonrpc.notification("notifications/initialized"))
+
+
+@attrs.define(eq=False)
+class _NoSession:
+    session_id: str = ""
+
+    def deliver(self, message: jsonrpc.Message) -> None:
+        pass
+
+    def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def open_upstream(
+    name: str,
+    command: str,
+    args: tuple[str, ...],
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    *,
+    init_timeout_s: float = 60.0,
+    grace_s: float = 2.0,
+    sessions: dict[str, SessionPeer] | None = None,
+) -> AsyncIterator[Upstream]:
+    """Start and initialize an upstream; yield its handle while it lives.
+
+    The block's body should wait on ``upstream.closed``: it is set when the
+    process exits or stops speaking JSON-RPC (``close_reason`` says which).
+    Leaving the block stops the process and fails requests still waiting.
+    """
+    logger = logging.getLogger(f"mcp_orch.upstream.{name}")
+    async with open_stdio_process(command, args, env, cwd, grace_s=grace_s) as process:
+        writer_send, writer_recv = trio.open_memory_channel[jsonrpc.Message](WRITER_QUEUE)
+        upstream = Upstream(name, process, writer_send)
+        if sessions is not None:
+            upstream.sessions = sessions  # shared with the supervisor across restarts
+
+        async def watch() -> None:
+            reason = ""
+            try:
+                await _reader(upstream)
+                await process.process.wait()
+                reason = f"upstream '{name}' {process.exit_description()}"
+            except UpstreamProtocolError as exc:
+                reason = f"upstream '{name}' broke the protocol: {exc}"
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                reason = f"upstream '{name}' closed its output: {exc}"
+            finally:
+                upstream.close_reason = reason or f"upstream '{name}' stopped"
+                upstream.closed.set()
+                upstream._fail_pending(upstream.close_reason)
+
+        async def leader_exit() -> None:
+            # The leader may die while a grandchild keeps stdout open (npx → node).
+            await process.process.wait()
+            with trio.move_on_after(0.5):
+                await upstream.closed.wait()
+            if not upstream.closed.is_set():
+                upstream.close_reason = f"upstream '{name}' {process.exit_description()}"
+                upstream.closed.set()
+                upstream._fail_pending(upstream.close_reason)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_writer, process, writer_recv)
+                nursery.start_soon(watch)
+                nursery.start_soon(leader_exit)
+                nursery.start_soon(process.pump_stderr, logger)
+                with trio.CancelScope() as init_scope:
+                    async def cancel_init_on_close() -> None:
+                        await upstream.closed.wait()
+                        init_scope.cancel()
+
+                    nursery.start_soon(cancel_init_on_close)
+                    await _initialize(upstream, init_timeout_s)
+                if init_scope.cancelled_caught:
+                    tail = "; ".join(list(process.stderr_tail)[-3:])
+                    raise UpstreamError(
+                        jsonrpc.UPSTREAM_UNAVAILABLE,
+                        f"{upstream.close_reason} during initialize"
+                        + (f" (stderr: {tail})" if tail else ""),
+                    )
+                try:
+                    yield upstream
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if not upstream.closed.is_set():
+                upstream.close_reason = upstream.close_reason or f"upstream '{name}' stopped"
+                upstream.closed.set()
+            upstream._fail_pending(upstream.close_reason)
+            writer_send.close()
+

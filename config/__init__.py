@@ -1,0 +1,13 @@
+"""Configuration: attrs models, strict TOML loading with cattrs, and the SQLite key store."""
+
+from .loading import ConfigError as ConfigError
+from .loading import default_config_path as default_config_path
+from .loading import load_config as load_config
+from .models import Config as Config
+from .models import GatewaySettings as GatewaySettings
+from .models import ProjectConfig as ProjectConfig
+from .models import RestartPolicy as RestartPolicy
+from .models import ServerConfig as ServerConfig
+from .models import expand_env as expand_env
+from .store import KeyInfo as KeyInfo
+from .store import Store as Store

@@ -1,0 +1,256 @@
+"""Loading a TOML config file into :class:`~config.models.Config`, with errors people can act on.
+
+Every error names the file, the field (as a dotted path such as
+``projects.demo.servers.git.restart.max_restarts``) and what was expected.
+Loading is strict on purpose: unknown keys are errors (typos do not pass
+silently), ``true`` is not an integer, and a string is not a list (``args =
+"npx"`` would otherwise become ``['n', 'p', 'x']``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig
+
+
+class ConfigError(Exception):
+    """A config file (or a reference in it) is wrong; ``str()`` is the whole message."""
+
+
+class _FieldError(ValueError):
+    """A value of the wrong type or range; its text is the expectation."""
+
+
+def default_config_path() -> Path:
+    """The example config that ships with the package."""
+    return Path(__file__).resolve().parent / "example.toml"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _FieldError(f"expected int, got {_describe(value)}")
+    return value
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _FieldError(f"expected a number, got {_describe(value)}")
+    return float(value)
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise _FieldError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _str_tuple(value: Any, _: type) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _FieldError(f"expected an array of strings, got {_describe(value)}")
+    for item in value:
+        if not isinstance(item, str):
+            raise _FieldError(f"expected an array of strings, found {_describe(item)}")
+    return tuple(value)
+
+
+def _str_mapping(value: Any, _: type) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _FieldError(f"expected a table of strings, got {_describe(value)}")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _FieldError(f"expected a string for {key!r}, got {_describe(item)}")
+    return dict(value)
+
+
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is typing.Literal
+
+
+def _literal_hook(tp: Any) -> Any:
+    choices = typing.get_args(tp)
+
+    def structure(value: Any, _: type) -> Any:
+        if value not in choices or isinstance(value, bool):
+            options = ", ".join(repr(c) for c in choices)
+            raise _FieldError(f"expected one of {options}, got {_describe(value)}")
+        return value
+
+    return structure
+
+
+def _converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(tuple[str, ...], _str_tuple)
+    conv.register_structure_hook(Mapping[str, str], _str_mapping)
+    conv.register_structure_hook_factory(_is_literal, _literal_hook)
+    return conv
+
+
+_CONVERTER = _converter()
+_KEY_IN_PATH = re.compile(r"\[['\"]([^'\"]*)['\"]\]")
+
+
+def _dotted(path: str) -> str:
+    path = _KEY_IN_PATH.sub(r".\1", path)
+    return path.removeprefix("$").lstrip(".")
+
+
+def _format(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, _FieldError):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        fields = ", ".join(repr(f) for f in sorted(exc.extra_fields))
+        return f"unknown field {fields}"
+    return f"invalid value ({exc})"
+
+
+def _messages(exc: BaseException, source: str, prefix: str) -> list[str]:
+    lines = []
+    for line in cattrs.transform_error(exc, path="$", format_exception=_format):
+        text, _, path = line.rpartition(" @ ")
+        field = _dotted(path)
+        full = ".".join(p for p in (prefix, field) if p)
+        lines.append(f"{source}: {full}: {text}" if full else f"{source}: {text}")
+    return lines
+
+
+def _table(raw: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where}: expected a table, got {_describe(raw)}")
+    return raw
+
+
+def _name(name: str, source: str, where: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{source}: {where}: the name {name!r} may only contain letters, digits, '_', '.', '-'"
+        )
+
+
+def _structure(raw: dict[str, Any], cls: type, source: str, prefix: str) -> Any:
+    try:
+        return _CONVERTER.structure(raw, cls)
+    except Exception as exc:  # cattrs raises ClassValidationError groups
+        messages = _messages(exc, source, prefix)
+        raise ConfigError("\n".join(messages) if messages else f"{source}: {prefix}: {exc}") from None
+
+
+def _check(condition: bool, source: str, field: str, expectation: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{source}: {field}: expected {expectation}, got {_describe(value)}")
+
+
+def _validate_server(server: ServerConfig, source: str, where: str) -> None:
+    _check(bool(server.command.strip()), source, f"{where}.command", "a command", server.command)
+    _check(server.request_timeout_s > 0, source, f"{where}.request_timeout_s",
+           "a number > 0", server.request_timeout_s)
+    r = server.restart
+    _check(r.max_restarts >= 0, source, f"{where}.restart.max_restarts", "an int >= 0",
+           r.max_restarts)
+    for field in ("window_s", "backoff_initial_s", "backoff_max_s", "failed_retry_s"):
+        value = getattr(r, field)
+        _check(value > 0, source, f"{where}.restart.{field}", "a number > 0", value)
+    _check(r.backoff_max_s >= r.backoff_initial_s, source, f"{where}.restart.backoff_max_s",
+           f"a number >= backoff_initial_s ({r.backoff_initial_s:g})", r.backoff_max_s)
+
+
+def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
+    """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base_dir``."""
+    data = dict(data)
+    unknown = set(data) - {"gateway", "projects"}
+    if unknown:
+        fields = ", ".join(repr(f) for f in sorted(unknown))
+        raise ConfigError(f"{source}: unknown top-level field {fields} (expected gateway, projects)")
+    gateway_raw = _table(data.get("gateway", {}), source, "gateway")
+    gateway = _structure(gateway_raw, GatewaySettings, source, "gateway")
+    _check(0 <= gateway.port <= 65535, source, "gateway.port", "a port 0..65535", gateway.port)
+    _check(gateway.max_body_bytes >= 1024, source, "gateway.max_body_bytes", "an int >= 1024",
+           gateway.max_body_bytes)
+    _check(gateway.keepalive_s > 0, source, "gateway.keepalive_s", "a number > 0",
+           gateway.keepalive_s)
+    _check(gateway.session_queue >= 1, source, "gateway.session_queue", "an int >= 1",
+           gateway.session_queue)
+    state_dir = Path(gateway.state_dir)
+    if not state_dir.is_absolute():
+        state_dir = (base_dir / state_dir).resolve()
+    gateway = attrs.evolve(gateway, state_dir=str(state_dir))
+
+    projects: dict[str, ProjectConfig] = {}
+    for pname, praw in _table(data.get("projects", {}), source, "projects").items():
+        where = f"projects.{pname}"
+        _name(pname, source, where)
+        praw = dict(_table(praw, source, where))
+        servers_raw = _table(praw.pop("servers", {}), source, f"{where}.servers")
+        if "name" in praw:
+            raise ConfigError(f"{source}: {where}: unknown field 'name' (the table key is the name)")
+        project = _structure({**praw, "name": pname}, ProjectConfig, source, where)
+        servers: dict[str, ServerConfig] = {}
+        for sname, sraw in servers_raw.items():
+            swhere = f"{where}.servers.{sname}"
+            _name(sname, source, swhere)
+            sraw = dict(_table(sraw, source, swhere))
+            if "name" in sraw:
+                raise ConfigError(
+                    f"{source}: {swhere}: unknown field 'name' (the table key is the name)"
+                )
+            server = _structure({**sraw, "name": sname}, ServerConfig, source, swhere)
+            _validate_server(server, source, swhere)
+            if server.cwd is not None and not Path(server.cwd).is_absolute():
+                server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
+            servers[sname] = server
+        projects[pname] = attrs.evolve(project, servers=servers)
+    return Config(gateway=gateway, projects=projects, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file.
+
+    Error handling: any problem — unreadable file, TOML syntax, wrong type,
+    unknown field, out-of-range value — raises :class:`ConfigError` whose
+    text names the file, the field and what was expected.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+    return parse_config(data, source, Path(path).resolve().parent)

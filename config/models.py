@@ -1,0 +1,106 @@
+"""The gateway's settings as frozen attrs classes: what a TOML config file describes.
+
+Frozen is shallow, so collections are tuples and read-only mappings: a loaded
+``Config`` is a value that every task can share without locks.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _frozen_mapping(value: Mapping) -> Mapping:
+    return types.MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class RestartPolicy:
+    """How a crashed upstream is restarted (see ``actors/supervisor.py``)."""
+
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    failed_retry_s: float = 300.0
+
+
+@attrs.frozen
+class ServerConfig:
+    """One upstream MCP server, started as a stdio subprocess.
+
+    ``env`` values may reference the gateway's environment as ``${VAR}``;
+    they are expanded when the process starts (:func:`expand_env`), so secrets
+    never sit in the config object.
+    """
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    cwd: str | None = None
+    isolation: Literal["shared", "session"] = "shared"
+    request_timeout_s: float = 60.0
+    restart: RestartPolicy = RestartPolicy()
+    enabled: bool = True
+
+
+@attrs.frozen
+class ProjectConfig:
+    """A named group of servers sharing one set of API keys."""
+
+    name: str
+    auth: Literal["api-key", "none"] = "api-key"
+    servers: Mapping[str, ServerConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen
+class GatewaySettings:
+    """Where the gateway listens, where it keeps state, and its global limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    state_dir: str = "state"
+    max_body_bytes: int = 4 * 1024 * 1024
+    keepalive_s: float = 15.0
+    session_queue: int = 256
+
+
+@attrs.frozen
+class Config:
+    """A whole loaded configuration; ``source`` is the file it came from."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    projects: Mapping[str, ProjectConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    source: str | None = None
+
+
+def expand_env(env: Mapping[str, str], environ: Mapping[str, str], where: str = "") -> dict[str, str]:
+    """Replace ``${VAR}`` in each value from ``environ``.
+
+    Error handling: a variable that is not set raises ``ConfigError`` naming
+    it (and ``where``, e.g. the server), rather than passing an empty secret.
+    """
+    from .loading import ConfigError
+
+    result = {}
+    for key, value in env.items():
+        def substitute(match: re.Match[str], key: str = key) -> str:
+            name = match.group(1)
+            if name not in environ:
+                place = f"{where}: " if where else ""
+                raise ConfigError(
+                    f"{place}env.{key} refers to ${{{name}}}, which is not set in the "
+                    "gateway's environment"
+                )
+            return environ[name]
+
+        result[key] = _ENV_REF.sub(substitute, value)
+    return result

@@ -1,0 +1,195 @@
+"""The HTTP face: a Quart-Trio app with the legacy SSE transport, health and auth.
+
+Legacy HTTP+SSE (MCP 2024-11-05 "Transports"), as the reference SDKs speak it:
+
+* ``GET …/sse`` opens a session and its stream. The first event is
+  ``event: endpoint`` whose data is a plain URI (not JSON-RPC) carrying
+  ``sessionId``; clients resolve it against the SSE URL, so it is a path
+  without scheme or host (never ``0.0.0.0`` or an internal name).
+* ``POST …/messages?sessionId=`` (the Python SDK says ``session_id``; both
+  are accepted) takes one message — or a batch — and answers ``202``. Every
+  response travels on the stream as ``event: message``. A well-formed message
+  that leads to a JSON-RPC error still gets ``202``: the Python SDK client
+  dies on any non-2xx POST, so the error goes on the stream.
+* Keep-alive comments every ``keepalive_s`` keep idle streams open through
+  Node's 5-minute idle timeout and proxies.
+
+The stream generator only moves frames from the session's outbox; the session
+actor owns all cleanup (see ``actors/session.py``), because Quart-Trio cancels
+the generator the moment the client disconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+from quart import Response, make_response, request
+from quart_trio import QuartTrio
+
+from upstream import jsonrpc
+
+from . import sse
+from .auth import bearer_token
+from .runtime import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def rpc_error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An HTTP error whose body is a JSON-RPC error (id null), readable by any MCP client."""
+    return json_response(jsonrpc.error_response(None, code, message), status, headers)
+
+
+class Rejection(Exception):
+    """Raised by checks to answer the request with ``response``."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def authorize(gateway: Gateway, project_name: str) -> None:
+    """Apply the project's auth rule to the current request, or raise :class:`Rejection`."""
+    project = gateway.project(project_name)
+    if project is not None and project.auth == "none":
+        return
+    key = bearer_token(request.headers.get("Authorization"))
+    if key is None:
+        raise Rejection(
+            rpc_error(
+                401, -32001, "missing API key: send 'Authorization: Bearer <key>'",
+                {"WWW-Authenticate": 'Bearer realm="mcp-orch"'},
+            )
+        )
+    owner = await gateway.keys.project_for(key)
+    if owner is None:
+        raise Rejection(
+            rpc_error(
+                401, -32001, "invalid API key",
+                {"WWW-Authenticate": 'Bearer realm="mcp-orch", error="invalid_token"'},
+            )
+        )
+    if project is None or owner != project_name:
+        raise Rejection(rpc_error(404, -32001, f"no project {project_name!r}"))
+
+
+async def resolve(gateway: Gateway, project: str, server: str) -> Any:
+    await authorize(gateway, project)
+    found = gateway.server(project, server)
+    if found is None:
+        raise Rejection(rpc_error(404, -32001, f"no server {server!r} in project {project!r}"))
+    return found
+
+
+def create_app(gateway: Gateway) -> QuartTrio:
+    """Build the app around a running :class:`Gateway`."""
+    app = QuartTrio("mcp_orch")
+    settings = gateway.config.gateway
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = 30
+    app.config["RESPONSE_TIMEOUT"] = 120  # streams switch it off per response
+
+    @app.errorhandler(Rejection)
+    async def rejected(exc: Rejection) -> Response:
+        return exc.response
+
+    @app.errorhandler(413)
+    async def too_large(_: Any) -> Response:
+        return rpc_error(
+            413, jsonrpc.INVALID_REQUEST, f"request body exceeds {settings.max_body_bytes} bytes"
+        )
+
+    @app.errorhandler(404)
+    async def not_found(_: Any) -> Response:
+        return rpc_error(404, -32001, "not found")
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Any) -> Response:
+        return rpc_error(405, -32001, "method not allowed")
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response(gateway.health(), 200)
+
+    @app.route("/.well-known/<path:rest>", methods=["GET", "POST", "OPTIONS"])
+    async def well_known(rest: str) -> Response:
+        # No OAuth here: answer fast so OAuth-aware clients stop looking.
+        return rpc_error(404, -32001, "this gateway uses API keys (Authorization: Bearer), not OAuth")
+
+    @app.get("/projects/<project>/servers/<server>/sse")
+    async def open_sse(project: str, server: str) -> Response:
+        config, supervisor = await resolve(gateway, project, server)
+        registry = gateway.registry
+        session = registry.new_session(
+            project, config, supervisor, "sse", outbox_size=settings.session_queue
+        )
+        endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"
+        keepalive_s = settings.keepalive_s
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                await registry.start(session)
+                log.info("sse session %s opened for %s/%s", session.session_id, project, server)
+                yield sse.event(endpoint, name="endpoint")
+                receive = session.outbound_recv.receive
+                while True:
+                    message = None
+                    with trio.move_on_after(keepalive_s):
+                        message = await receive()
+                    if message is None:
+                        yield sse.KEEPALIVE
+                    else:
+                        yield sse.event(jsonrpc.dumps(message), name="message")
+            except trio.EndOfChannel:
+                log.info("sse session %s ended: %s", session.session_id, session.close_reason)
+            finally:
+                session.close("the client disconnected")
+
+        response = await make_response(stream(), 200, dict(sse.STREAM_HEADERS))
+        response.timeout = None
+        return response
+
+    @app.post("/projects/<project>/servers/<server>/messages")
+    async def post_message(project: str, server: str) -> Response:
+        await resolve(gateway, project, server)
+        session_id = request.args.get("sessionId") or request.args.get("session_id")
+        if not session_id:
+            return rpc_error(400, jsonrpc.INVALID_REQUEST, "missing sessionId query parameter")
+        session = gateway.registry.get(session_id)
+        if session is None or session.project != project or session.config.name != server:
+            return rpc_error(404, -32001, "unknown or ended session; open a new SSE stream")
+        body = await request.get_data(cache=False)
+        try:
+            parsed = jsonrpc.loads(body)
+        except jsonrpc.InvalidMessage as exc:
+            return rpc_error(400, jsonrpc.PARSE_ERROR, f"parse error: {exc}")
+        batch = parsed if isinstance(parsed, list) else [parsed]
+        if not batch:
+            return rpc_error(400, jsonrpc.INVALID_REQUEST, "empty batch")
+        for message in batch:
+            try:
+                jsonrpc.classify(message)
+            except jsonrpc.InvalidMessage as exc:
+                return rpc_error(400, jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}")
+        for message in batch:
+            if not await session.submit(message):
+                if session.closed.is_set():
+                    return rpc_error(404, -32001, "the session ended; open a new SSE stream")
+                return rpc_error(
+                    503, jsonrpc.SESSION_BUSY, "session inbox full; retry",
+                    {"Retry-After": "1"},
+                )
+        return Response("Accepted", status=202, content_type="text/plain")
+
+    return app
+

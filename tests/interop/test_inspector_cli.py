@@ -1,0 +1,52 @@
+"""MCP Inspector 2.x in CLI mode against the gateway's legacy SSE endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from tests.conftest import StartGateway
+from tests.interop.peers import node_env, peer
+
+pytestmark = pytest.mark.interop
+
+
+async def inspector(*args: str) -> tuple[int, str, str]:
+    binary = peer("mcp-inspector")
+    result = await trio.run_process(
+        [str(binary), *args], capture_stdout=True, capture_stderr=True, check=False,
+        env=node_env(), stdin=b"",
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def test_inspector_cli_lists_and_calls_tools_over_sse(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    auth = f"Authorization: Bearer {gw.keys['demo']}"
+    with trio.fail_after(120):
+        code, out, err = await inspector(
+            gw.sse_url(), "--cli", "--transport", "sse", "--header", auth, "--method", "tools/list"
+        )
+    assert code == 0, (out, err)
+    names = {tool["name"] for tool in json.loads(out)["tools"]}
+    assert {"echo", "add", "sleep"} <= names
+    with trio.fail_after(120):
+        code, out, err = await inspector(
+            gw.sse_url(), "--cli", "--transport", "sse", "--header", auth,
+            "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hello inspector",
+        )
+    assert code == 0, (out, err)
+    assert json.loads(out)["content"][0]["text"] == "hello inspector"
+
+
+async def test_inspector_cli_wrong_key_fails_fast(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    with trio.fail_after(60):
+        code, out, err = await inspector(
+            gw.sse_url(), "--cli", "--transport", "sse", "--stored-auth-only",
+            "--header", "Authorization: Bearer mcpo_wrong", "--method", "tools/list",
+        )
+    assert code != 0
+    assert "tools" not in out

@@ -1,0 +1,215 @@
+"""A stdio MCP server as a child process: spawn, line framing, and a clean kill.
+
+The child runs in its own session and process group (``start_new_session``),
+so stopping it signals the whole group: ``npx`` and the ``node`` it starts go
+together, and a ``kill -9`` of the leader does not leave a grandchild holding
+the pipes open.
+
+Resource handling: :func:`open_stdio_process` owns the child; whatever way its
+block exits (normally, by error or by cancellation) it closes stdin, gives the
+child ``grace_s`` to exit on EOF, then sends SIGTERM and finally SIGKILL to the
+group, from a shielded scope, so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from . import jsonrpc
+
+log = logging.getLogger(__name__)
+
+#: Variables a child inherits from the gateway's environment (what MCP clients
+#: such as Claude Desktop pass); everything else must be named in ``env``, so
+#: the gateway's own secrets never reach an upstream by accident.
+INHERITED_ENV = (
+    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE",
+    "TMPDIR", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "NODE_PATH",
+    "npm_config_cache",
+)
+MAX_LINE_BYTES = 32 * 1024 * 1024
+STDERR_TAIL_LINES = 200
+
+
+class UpstreamSpawnError(Exception):
+    """The child could not be started (command not found, not executable, bad cwd)."""
+
+
+class UpstreamProtocolError(Exception):
+    """The child wrote something that is not newline-delimited JSON-RPC."""
+
+
+def resolve_command(command: str) -> str:
+    """Map the configured command to an executable path.
+
+    ``python`` means the interpreter running the gateway, so the bundled demo
+    server works inside the gateway's virtualenv on any machine.
+    """
+    if command in ("python", "python3"):
+        return sys.executable
+    found = shutil.which(command)
+    if found is None:
+        raise UpstreamSpawnError(f"command not found: {command!r}")
+    return found
+
+
+def child_environment(extra: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: the inherited allow-list plus the server's ``env``."""
+    source = os.environ if environ is None else environ
+    env = {k: v for k, v in source.items() if k in INHERITED_ENV}
+    env.update(extra)
+    return env
+
+
+@attrs.define(eq=False)
+class StdioProcess:
+    """A running stdio MCP server: send and receive JSON-RPC messages, read its stderr tail.
+
+    Not safe for concurrent ``send`` from several tasks; the upstream actor
+    feeds it from a single writer task.
+    """
+
+    process: trio.Process
+    stderr_tail: collections.deque[str] = attrs.field(
+        factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
+    )
+    _buffer: bytearray = attrs.field(factory=bytearray)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def send(self, message: jsonrpc.Message) -> None:
+        """Write one message as a line; a whole line or nothing (shielded write)."""
+        data = jsonrpc.dumps(message) + b"\n"
+        assert self.process.stdin is not None
+        with trio.CancelScope(shield=True):
+            await self.process.stdin.send_all(data)
+
+    async def receive_line(self) -> bytes | None:
+        """Return the next non-empty line from stdout, or ``None`` at EOF."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                line = line.strip()
+                if line:
+                    return line
+                continue
+            if len(self._buffer) > MAX_LINE_BYTES:
+                raise UpstreamProtocolError(f"a line longer than {MAX_LINE_BYTES} bytes")
+            chunk = await stdout.receive_some(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    async def pump_stderr(self, logger: logging.Logger) -> None:
+        """Copy the child's stderr into the bounded tail buffer (and the debug log)."""
+        stderr = self.process.stderr
+        assert stderr is not None
+        pending = b""
+        while True:
+            chunk = await stderr.receive_some(16384)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                text = raw.decode(errors="replace").rstrip()
+                self.stderr_tail.append(text)
+                logger.debug("stderr: %s", text)
+            if len(pending) > 65536:  # a runaway line without newline: keep a bounded piece
+                self.stderr_tail.append(pending[:4096].decode(errors="replace"))
+                pending = b""
+        if pending:
+            self.stderr_tail.append(pending.decode(errors="replace").rstrip())
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with code {code}"
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def stop_process(proc: trio.Process, grace_s: float) -> None:
+    """Close stdin, wait ``grace_s`` for exit, then SIGTERM and SIGKILL the group.
+
+    Shielded: it runs to completion even inside a cancelled scope.
+    """
+    with trio.CancelScope(shield=True):
+        if proc.stdin is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await proc.stdin.aclose()
+        if proc.returncode is None:
+            with trio.move_on_after(grace_s):
+                await proc.wait()
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            with trio.move_on_after(max(grace_s, 1.0)):
+                await proc.wait()
+        # The leader may be gone while grandchildren of its group live on.
+        _signal_group(proc.pid, signal.SIGKILL)
+        if proc.returncode is None:
+            await proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_stdio_process(
+    command: str,
+    args: tuple[str, ...] | list[str],
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    *,
+    grace_s: float = 2.0,
+) -> AsyncIterator[StdioProcess]:
+    """Start the server and yield it; stop it (and its group) when the block exits.
+
+    Error handling: a command that cannot be started raises
+    :class:`UpstreamSpawnError` with the reason.
+    """
+    executable = resolve_command(command)
+    options: dict[str, Any] = {
+        "stdin": subprocess.PIPE,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "start_new_session": True,
+        "env": dict(env),
+        "cwd": cwd,
+    }
+    try:
+        proc = await trio.lowlevel.open_process([executable, *args], **options)
+    except OSError as exc:
+        raise UpstreamSpawnError(f"cannot start {command!r}: {exc.strerror or exc}") from exc
+    try:
+        yield StdioProcess(proc)
+    finally:
+        await stop_process(proc, grace_s)
