@@ -111,8 +111,8 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(str, _strict_str)
     conv.register_structure_hook(bool, _strict_bool)
-    conv.register_structure_hook(tuple[str, ...], _str_tuple)
-    conv.register_structure_hook(Mapping[str, str], _str_mapping)
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _str_tuple)
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
     conv.register_structure_hook_factory(_is_literal, _literal_hook)
     return conv
 

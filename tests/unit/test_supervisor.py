@@ -103,7 +103,7 @@ async def test_healthy_run_resets_backoff(autojump_clock: Any) -> None:
         await nursery.start(sup.run)
         await trio.sleep(3.5)
         assert sup.state == "running"
-        await trio.sleep(100)
+        await trio.sleep(101)
         assert script.starts == [0, 1, 3, 104]
         nursery.cancel_scope.cancel()
 
