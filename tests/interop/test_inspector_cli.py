@@ -27,14 +27,14 @@ async def test_inspector_cli_lists_and_calls_tools_over_sse(start_gateway: Start
     auth = f"Authorization: Bearer {gw.keys['demo']}"
     with trio.fail_after(120):
         code, out, err = await inspector(
-            gw.sse_url(), "--cli", "--transport", "sse", "--header", auth, "--method", "tools/list"
+            "--cli", gw.sse_url(), "--transport", "sse", "--header", auth, "--method", "tools/list"
         )
     assert code == 0, (out, err)
     names = {tool["name"] for tool in json.loads(out)["tools"]}
     assert {"echo", "add", "sleep"} <= names
     with trio.fail_after(120):
         code, out, err = await inspector(
-            gw.sse_url(), "--cli", "--transport", "sse", "--header", auth,
+            "--cli", gw.sse_url(), "--transport", "sse", "--header", auth,
             "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hello inspector",
         )
     assert code == 0, (out, err)
@@ -45,7 +45,7 @@ async def test_inspector_cli_wrong_key_fails_fast(start_gateway: StartGateway) -
     gw = await start_gateway()
     with trio.fail_after(60):
         code, out, err = await inspector(
-            gw.sse_url(), "--cli", "--transport", "sse", "--stored-auth-only",
+            "--cli", gw.sse_url(), "--transport", "sse", "--stored-auth-only",
             "--header", "Authorization: Bearer mcpo_wrong", "--method", "tools/list",
         )
     assert code != 0

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Set up everything mcp-orch needs, idempotently: the Python virtualenv with the
+# package and its test extras, Node >= 22 (from the npm package node@22, under
+# .tools/, only when the system node is older), and the npm test peers.
+# A second run with nothing changed takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Python -------------------------------------------------------------------
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      PY=$candidate; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { say "Python >= 3.11 is required"; exit 1; }
+
+stamp_of() { { cat "$@" 2>/dev/null || true; } | sha256sum | cut -c1-16; }
+
+py_stamp=$(stamp_of pyproject.toml)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$py_stamp" ]; then
+  say "creating .venv and installing mcp-orch with test extras ($("$PY" --version))"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import gateway, actors, upstream, config, mcp, pytest_trio" \
+    || { say "the Python install failed"; exit 1; }
+  echo "$py_stamp" > .venv/.stamp
+fi
+
+# --- Node >= 22 ---------------------------------------------------------------
+node_major() { "${1:-node}" --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/' || echo 0; }
+NODE22_BIN=$ROOT/.tools/node22/node_modules/.bin
+if ! command -v npm >/dev/null 2>&1; then
+  say "npm not found: Node.js (>= 20, with npm) is required for the interop peers"; exit 1
+fi
+if [ "$(node_major node)" -lt 22 ] && [ "$(node_major "$NODE22_BIN/node")" -lt 22 ]; then
+  say "system node is $(node --version); installing Node 22 locally (npm package node@22)"
+  mkdir -p .tools/node22
+  npm install --silent --no-audit --no-fund --prefix .tools/node22 node@22 >/dev/null
+  [ "$(node_major "$NODE22_BIN/node")" -ge 22 ] || { say "Node 22 install failed"; exit 1; }
+fi
+if [ -x "$NODE22_BIN/node" ]; then export PATH="$NODE22_BIN:$PATH"; fi
+
+# --- npm peers (installed under Node 22: inspector@2 needs it) ------------------
+npm_stamp=$(stamp_of tests/interop/package.json tests/interop/package-lock.json)
+if [ "$(cat tests/interop/node_modules/.stamp 2>/dev/null)" != "$npm_stamp" ]; then
+  say "installing the npm test peers with node $(node --version)"
+  (cd tests/interop && if [ -f package-lock.json ]; then
+     npm ci --silent --no-audit --no-fund >/dev/null
+   else
+     npm install --silent --no-audit --no-fund >/dev/null
+   fi)
+  tests/interop/node_modules/.bin/mcp-inspector --version >/dev/null \
+    || { say "MCP Inspector did not install"; exit 1; }
+  stamp_of tests/interop/package.json tests/interop/package-lock.json > tests/interop/node_modules/.stamp
+fi
+say "ready: $(.venv/bin/python --version), node $(node --version), inspector $(tests/interop/node_modules/.bin/mcp-inspector --version 2>/dev/null)"
