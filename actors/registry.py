@@ -18,7 +18,7 @@ import trio
 
 from config import ServerConfig
 
-from .session import Session
+from .session import RequestObserver, Session
 from .supervisor import ServerSupervisor
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ class SessionRegistry:
 
     _nursery: trio.Nursery
     sessions: dict[str, Session] = attrs.field(factory=dict)
+    #: Given to every new session: called once per finished request (metrics).
+    observer: RequestObserver | None = None
 
     def new_session(
         self,
@@ -50,7 +52,8 @@ class SessionRegistry:
         "session"`` (the session then starts its own upstream).
         """
         return Session(
-            new_session_id(), project, config, transport, server=server, outbox_size=outbox_size
+            new_session_id(), project, config, transport, server=server,
+            outbox_size=outbox_size, observer=self.observer,
         )
 
     async def start(self, session: Session) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -32,6 +33,7 @@ import trio
 from config import ServerConfig
 from upstream import jsonrpc
 
+from .context import REQUEST_ID, SESSION_ID
 from .supervisor import ServerSupervisor
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
 
@@ -44,6 +46,16 @@ MAX_IN_FLIGHT = 128
 INBOX_SIZE = 64
 #: How long a request waits for a (re)starting upstream before it gets an error.
 READY_WAIT_S = 5.0
+
+#: Called once per finished request: (project, server, method, outcome, total_s, upstream_s).
+RequestObserver = Callable[[str, str, str, str, float, "float | None"], None]
+
+_OUTCOMES = {
+    jsonrpc.REQUEST_TIMEOUT: "timeout",
+    jsonrpc.UPSTREAM_UNAVAILABLE: "unavailable",
+    jsonrpc.UPSTREAM_CLOSED: "unavailable",
+    jsonrpc.SESSION_BUSY: "busy",
+}
 
 
 def negotiate_version(requested: Any) -> str:
@@ -78,6 +90,10 @@ class Session:
     _server_requests: dict[str, tuple[Upstream, jsonrpc.Id]] = attrs.field(factory=dict)
     _server_ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    observer: RequestObserver | None = None
+    #: When set, new requests are refused with this reason (the gateway is draining).
+    refusing: str = ""
+    _idle: trio.Event = attrs.field(factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._outbound_send, self.outbound_recv = trio.open_memory_channel(self.outbox_size)
@@ -87,6 +103,17 @@ class Session:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    @property
+    def outbox_depth(self) -> int:
+        return self._outbound_send.statistics().current_buffer_used
+
+    async def wait_idle(self) -> None:
+        """Return once no request of this session is in flight."""
+        while self._tasks and not self.closed.is_set():
+            idle = self._idle
+            with trio.move_on_after(1):  # re-check: closed sessions never signal idle
+                await idle.wait()
 
     async def submit(self, message: jsonrpc.Message, timeout_s: float = 5.0) -> bool:
         """Queue a client message; ``False`` if the session is gone or stays full."""
@@ -129,6 +156,7 @@ class Session:
             if self._scope.cancel_called:  # closed before it ever ran
                 task_status.started(self)
                 return
+            SESSION_ID.set(self.session_id)
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     if self.server is None:  # isolation = "session": a private upstream
@@ -172,6 +200,10 @@ class Session:
                         msg_id, jsonrpc.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
                     )
                 )
+            elif self.refusing and method != "initialize":
+                self.deliver(
+                    jsonrpc.error_response(msg_id, jsonrpc.UPSTREAM_UNAVAILABLE, self.refusing)
+                )
             elif len(self._tasks) >= MAX_IN_FLIGHT:
                 self.deliver(
                     jsonrpc.error_response(
@@ -182,6 +214,8 @@ class Session:
                 )
             else:
                 scope = trio.CancelScope()
+                if not self._tasks:
+                    self._idle = trio.Event()
                 self._tasks[msg_id] = scope
                 nursery.start_soon(self._serve_request, message, scope)
             return
@@ -220,15 +254,33 @@ class Session:
 
     async def _serve_request(self, message: jsonrpc.Message, scope: trio.CancelScope) -> None:
         msg_id = message["id"]
+        method = message["method"]
+        REQUEST_ID.set(f"{self.session_id[:8]}:{msg_id}")
+        started = trio.current_time()
+        timing: list[float] = []
         reply: jsonrpc.Message | None = None
         try:
             with scope:
-                if message["method"] == "initialize":
+                if method == "initialize":
                     reply = await self._initialize(message)
                 else:
-                    reply = await self._forward(message)
+                    reply = await self._forward(message, timing)
         finally:
             self._tasks.pop(msg_id, None)
+            if not self._tasks:
+                self._idle.set()
+        if scope.cancelled_caught:
+            outcome = "cancelled"
+        elif reply is not None and "error" in reply:
+            outcome = _OUTCOMES.get(reply["error"].get("code"), "error")
+        else:
+            outcome = "ok"
+        if self.observer is not None:
+            total = trio.current_time() - started
+            self.observer(
+                self.project, self.config.name, method, outcome, total,
+                timing[0] if timing else None,
+            )
         if reply is not None and not scope.cancelled_caught:
             self.deliver(reply)
 
@@ -236,12 +288,15 @@ class Session:
         assert self.server is not None
         return await self.server.wait_ready(min(READY_WAIT_S, self.config.request_timeout_s))
 
-    async def _forward(self, message: jsonrpc.Message) -> jsonrpc.Message:
+    async def _forward(self, message: jsonrpc.Message, timing: list[float]) -> jsonrpc.Message:
         try:
             upstream = await self._upstream()
         except UpstreamError as exc:
             return jsonrpc.error_response(message["id"], exc.code, str(exc))
-        return await upstream.call(self, message, self.config.request_timeout_s)
+        sent = trio.current_time()
+        reply = await upstream.call(self, message, self.config.request_timeout_s)
+        timing.append(trio.current_time() - sent)
+        return reply
 
     async def _initialize(self, message: jsonrpc.Message) -> jsonrpc.Message:
         params = message.get("params")

@@ -28,12 +28,13 @@ import trio
 
 from config import ServerConfig, expand_env
 from upstream import jsonrpc
-from upstream.stdio import child_environment
+from upstream.stdio import STDERR_TAIL_LINES, child_environment
 
 from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
 
 log = logging.getLogger(__name__)
 
+STATUS_STDERR_LINES = 20
 State = Literal["starting", "running", "restarting", "failed", "stopped"]
 
 
@@ -70,6 +71,13 @@ class ServerSupervisor:
     first_attempt_done: bool = False
     upstream: Upstream | None = None
     sessions: dict[str, SessionPeer] = attrs.field(factory=dict)
+    #: The last lines the server wrote to stderr, across restarts (crash output stays visible).
+    stderr_tail: collections.deque[str] = attrs.field(
+        factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
+    )
+    last_exit_code: int | None = None
+    #: How long a stopping process gets after stdin EOF, then after SIGTERM.
+    grace_s: float = 3.0
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _scope: trio.CancelScope | None = None
 
@@ -106,6 +114,22 @@ class ServerSupervisor:
             view["last_exit"] = self.last_exit
         if self.state in ("restarting", "failed") and self.next_start_at is not None:
             view["next_start_in_s"] = round(max(0.0, self.next_start_at - now), 3)
+        return view
+
+    def status(self) -> dict[str, Any]:
+        """Everything an operator wants to see of this server (for ``/status``)."""
+        view = self.snapshot()
+        upstream = self.upstream
+        view.update(
+            command=self.config.command,
+            isolation=self.config.isolation,
+            last_exit_code=self.last_exit_code,
+            stderr_tail=list(self.stderr_tail)[-STATUS_STDERR_LINES:],
+            protocol_version=upstream.protocol_version if upstream else None,
+            server_info=upstream.server_info if upstream else None,
+            tools=upstream.tools_count if upstream else None,
+            queue_depth=upstream.queue_depth if upstream else 0,
+        )
         return view
 
     async def wait_ready(self, timeout_s: float) -> Upstream:
@@ -182,9 +206,14 @@ class ServerSupervisor:
 
     async def _run_once(self) -> None:
         config = self.config
+        process = None
         try:
             env = child_environment(
-                expand_env(config.env, os.environ if self.environ is None else self.environ)
+                expand_env(
+                    config.env,
+                    os.environ if self.environ is None else self.environ,
+                    where=f"projects.{self.project}.servers.{config.name}",
+                )
             )
             async with self.opener(
                 config.name,
@@ -193,8 +222,11 @@ class ServerSupervisor:
                 env,
                 config.cwd,
                 init_timeout_s=config.request_timeout_s,
+                grace_s=self.grace_s,
                 sessions=self.sessions,
+                stderr_tail=self.stderr_tail,
             ) as upstream:
+                process = upstream.process
                 self.upstream = upstream
                 self.pid = upstream.pid
                 self.started_at = trio.current_time()
@@ -208,3 +240,5 @@ class ServerSupervisor:
         finally:
             self.upstream = None
             self.first_attempt_done = True
+            if process is not None:
+                self.last_exit_code = process.process.returncode

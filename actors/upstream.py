@@ -27,6 +27,7 @@ dies are answered at once with a JSON-RPC error, never left hanging.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -92,10 +93,58 @@ class Upstream:
     _ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
     closed: trio.Event = attrs.field(factory=trio.Event)
     close_reason: str = ""
+    #: Number of tools the upstream lists (``None`` until known); kept fresh on list_changed.
+    tools_count: int | None = None
+    _nursery: trio.Nursery | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def queue_depth(self) -> int:
+        return self._writer_send.statistics().current_buffer_used
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self.init_result.get("protocolVersion")
+
+    @property
+    def server_info(self) -> dict[str, Any] | None:
+        return self.init_result.get("serverInfo")
+
+    async def request_internal(self, method: str, params: dict[str, Any] | None, timeout_s: float) -> jsonrpc.Message:
+        """A request of the gateway's own (no client session behind it)."""
+        reply_send, reply_recv = trio.open_memory_channel[jsonrpc.Message](1)
+        gid = next(self._ids)
+        self._pending[gid] = _Pending(_NoSession(), gid, reply_send)
+        try:
+            with trio.fail_after(timeout_s):
+                await self._writer_send.send(jsonrpc.request(gid, method, params))
+                return await reply_recv.receive()
+        finally:
+            self._pending.pop(gid, None)
+
+    async def refresh_tools(self, timeout_s: float = 10.0) -> None:
+        """Count the upstream's tools (following pagination) for ``/status``."""
+        if "tools" not in (self.init_result.get("capabilities") or {}):
+            return
+        count, cursor = 0, None
+        try:
+            for _ in range(100):
+                reply = await self.request_internal(
+                    "tools/list", {"cursor": cursor} if cursor else None, timeout_s
+                )
+                result = reply.get("result")
+                if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+                    return
+                count += len(result["tools"])
+                cursor = result.get("nextCursor")
+                if not cursor:
+                    break
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        self.tools_count = count
 
     @property
     def in_flight(self) -> int:
@@ -230,6 +279,8 @@ class Upstream:
             for session in list(self.sessions.values()):
                 session.deliver(message)
             return
+        if method == "notifications/tools/list_changed" and self._nursery is not None:
+            self._nursery.start_soon(self.refresh_tools)
         for session in list(self.sessions.values()):
             session.deliver(message)
 
@@ -284,31 +335,19 @@ async def _reader(upstream: Upstream) -> None:
 
 
 async def _initialize(upstream: Upstream, timeout_s: float) -> None:
-    reply_send, reply_recv = trio.open_memory_channel[jsonrpc.Message](1)
-    gid = next(upstream._ids)
-    upstream._pending[gid] = _Pending(_NoSession(), gid, reply_send)
+    params = {
+        "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
+        # Never advertise client capabilities a real client may lack.
+        "capabilities": {},
+        "clientInfo": GATEWAY_INFO,
+    }
     try:
-        with trio.fail_after(timeout_s):
-            await upstream._writer_send.send(
-                jsonrpc.request(
-                    gid,
-                    "initialize",
-                    {
-                        "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
-                        # Never advertise client capabilities a real client may lack.
-                        "capabilities": {},
-                        "clientInfo": GATEWAY_INFO,
-                    },
-                )
-            )
-            reply = await reply_recv.receive()
+        reply = await upstream.request_internal("initialize", params, timeout_s)
     except trio.TooSlowError:
         raise UpstreamError(
             jsonrpc.UPSTREAM_UNAVAILABLE,
             f"upstream '{upstream.name}' did not answer initialize within {timeout_s:g} s",
         ) from None
-    finally:
-        upstream._pending.pop(gid, None)
     if "error" in reply:
         raise UpstreamError(
             jsonrpc.UPSTREAM_UNAVAILABLE,
@@ -343,6 +382,7 @@ async def open_upstream(
     init_timeout_s: float = 60.0,
     grace_s: float = 2.0,
     sessions: dict[str, SessionPeer] | None = None,
+    stderr_tail: collections.deque[str] | None = None,
 ) -> AsyncIterator[Upstream]:
     """Start and initialize an upstream; yield its handle while it lives.
 
@@ -351,7 +391,9 @@ async def open_upstream(
     Leaving the block stops the process and fails requests still waiting.
     """
     logger = logging.getLogger(f"mcp_orch.upstream.{name}")
-    async with open_stdio_process(command, args, env, cwd, grace_s=grace_s) as process:
+    async with open_stdio_process(
+        command, args, env, cwd, grace_s=grace_s, stderr_tail=stderr_tail
+    ) as process:
         writer_send, writer_recv = trio.open_memory_channel[jsonrpc.Message](WRITER_QUEUE)
         upstream = Upstream(name, process, writer_send)
         if sessions is not None:
@@ -388,6 +430,7 @@ async def open_upstream(
                 nursery.start_soon(watch)
                 nursery.start_soon(leader_exit)
                 nursery.start_soon(process.pump_stderr, logger)
+                upstream._nursery = nursery
                 with trio.CancelScope() as init_scope:
                     async def cancel_init_on_close() -> None:
                         await upstream.closed.wait()
@@ -402,6 +445,7 @@ async def open_upstream(
                         f"{upstream.close_reason} during initialize"
                         + (f" (stderr: {tail})" if tail else ""),
                     )
+                nursery.start_soon(upstream.refresh_tools)
                 try:
                     yield upstream
                 finally:

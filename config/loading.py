@@ -203,6 +203,10 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.keepalive_s)
     _check(gateway.session_queue >= 1, source, "gateway.session_queue", "an int >= 1",
            gateway.session_queue)
+    _check(gateway.drain_timeout_s >= 0, source, "gateway.drain_timeout_s", "a number >= 0",
+           gateway.drain_timeout_s)
+    _check(gateway.stop_grace_s > 0, source, "gateway.stop_grace_s", "a number > 0",
+           gateway.stop_grace_s)
     state_dir = Path(gateway.state_dir)
     if not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()

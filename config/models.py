@@ -71,6 +71,13 @@ class GatewaySettings:
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 15.0
     session_queue: int = 256
+    #: On SIGTERM, how long in-flight requests may run before streams are closed.
+    drain_timeout_s: float = 30.0
+    #: How long an upstream gets after stdin EOF and again after SIGTERM before SIGKILL.
+    stop_grace_s: float = 3.0
+    #: Token for /status (and the admin API); may be "${VAR}". Unset: one is
+    #: generated at first start, printed once, and kept (hashed) in the store.
+    admin_token: str | None = None
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ which is opened with ``check_same_thread=False`` for that reason.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_project ON api_keys(project);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -121,6 +123,34 @@ class Store:
         if revoked_at is not None or (expires_at is not None and expires_at <= time.time()):
             return None
         return project
+
+    def ensure_admin_token(self) -> str | None:
+        """Create the admin token on first use; return it then (only then), else ``None``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key = 'admin_token_hash'"
+                ).fetchone()
+                token = None
+                if row is None:
+                    token = "mcpo_admin_" + secrets.token_urlsafe(32)
+                    self._db.execute(
+                        "INSERT INTO meta (key, value) VALUES ('admin_token_hash', ?)",
+                        (hash_key(token),),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return token
+
+    def is_admin_token(self, token: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'admin_token_hash'"
+            ).fetchone()
+        return row is not None and hmac.compare_digest(row[0], hash_key(token))
 
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
         query = "SELECT prefix, name, project, created_at, expires_at, revoked_at FROM api_keys"

@@ -21,6 +21,7 @@ the generator the moment the client disconnects.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from upstream import jsonrpc
 
 from . import sse
 from .auth import bearer_token
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .runtime import Gateway
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ async def authorize(gateway: Gateway, project_name: str) -> None:
         return
     key = bearer_token(request.headers.get("Authorization"))
     if key is None:
+        gateway.metrics.rejected.labels("auth").inc()
         raise Rejection(
             rpc_error(
                 401, -32001, "missing API key: send 'Authorization: Bearer <key>'",
@@ -73,6 +76,7 @@ async def authorize(gateway: Gateway, project_name: str) -> None:
         )
     owner = await gateway.keys.project_for(key)
     if owner is None:
+        gateway.metrics.rejected.labels("auth").inc()
         raise Rejection(
             rpc_error(
                 401, -32001, "invalid API key",
@@ -80,7 +84,27 @@ async def authorize(gateway: Gateway, project_name: str) -> None:
             )
         )
     if project is None or owner != project_name:
+        gateway.metrics.rejected.labels("auth").inc()
         raise Rejection(rpc_error(404, -32001, f"no project {project_name!r}"))
+
+
+async def authorize_admin(gateway: Gateway) -> None:
+    """Require the admin token (``Authorization: Bearer``), or raise :class:`Rejection`."""
+    token = bearer_token(request.headers.get("Authorization"))
+    ok = False
+    if token is not None:
+        if gateway.admin_token is not None:
+            ok = hmac.compare_digest(token.encode(), gateway.admin_token.encode())
+        else:
+            ok = await trio.to_thread.run_sync(gateway.store.is_admin_token, token)
+    if not ok:
+        gateway.metrics.rejected.labels("auth").inc()
+        raise Rejection(
+            rpc_error(
+                401, -32001, "this endpoint needs the admin token (Authorization: Bearer)",
+                {"WWW-Authenticate": 'Bearer realm="mcp-orch-admin"'},
+            )
+        )
 
 
 async def resolve(gateway: Gateway, project: str, server: str) -> Any:
@@ -105,6 +129,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
 
     @app.errorhandler(413)
     async def too_large(_: Any) -> Response:
+        gateway.metrics.rejected.labels("size").inc()
         return rpc_error(
             413, jsonrpc.INVALID_REQUEST, f"request body exceeds {settings.max_body_bytes} bytes"
         )
@@ -121,6 +146,20 @@ def create_app(gateway: Gateway) -> QuartTrio:
     async def health() -> Response:
         return json_response(gateway.health(), 200)
 
+    @app.get("/ready")
+    async def ready() -> Response:
+        is_ready, reason = gateway.readiness()
+        return json_response({"ready": is_ready, "reason": reason}, 200 if is_ready else 503)
+
+    @app.get("/status")
+    async def status() -> Response:
+        await authorize_admin(gateway)
+        return json_response(gateway.status(), 200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.render(), status=200, content_type=METRICS_CONTENT_TYPE)
+
     @app.route("/.well-known/<path:rest>", methods=["GET", "POST", "OPTIONS"])
     async def well_known(rest: str) -> Response:
         # No OAuth here: answer fast so OAuth-aware clients stop looking.
@@ -129,7 +168,15 @@ def create_app(gateway: Gateway) -> QuartTrio:
     @app.get("/projects/<project>/servers/<server>/sse")
     async def open_sse(project: str, server: str) -> Response:
         config, supervisor = await resolve(gateway, project, server)
+        if gateway.draining:
+            gateway.metrics.rejected.labels("draining").inc()
+            return rpc_error(
+                503, jsonrpc.UPSTREAM_UNAVAILABLE, "the gateway is shutting down",
+                {"Retry-After": "5"},
+            )
         registry = gateway.registry
+        frames = gateway.metrics.stream_frames.labels("sse")
+        sent_bytes = gateway.metrics.stream_bytes.labels("sse")
         session = registry.new_session(
             project, config, supervisor, "sse", outbox_size=settings.session_queue
         )
@@ -149,7 +196,10 @@ def create_app(gateway: Gateway) -> QuartTrio:
                     if message is None:
                         yield sse.KEEPALIVE
                     else:
-                        yield sse.event(jsonrpc.dumps(message), name="message")
+                        frame = sse.event(jsonrpc.dumps(message), name="message")
+                        frames.inc()
+                        sent_bytes.inc(len(frame))
+                        yield frame
             except trio.EndOfChannel:
                 log.info("sse session %s ended: %s", session.session_id, session.close_reason)
             finally:
@@ -167,6 +217,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
             return rpc_error(400, jsonrpc.INVALID_REQUEST, "missing sessionId query parameter")
         session = gateway.registry.get(session_id)
         if session is None or session.project != project or session.config.name != server:
+            gateway.metrics.rejected.labels("session").inc()
             return rpc_error(404, -32001, "unknown or ended session; open a new SSE stream")
         body = await request.get_data(cache=False)
         try:
@@ -185,6 +236,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
             if not await session.submit(message):
                 if session.closed.is_set():
                     return rpc_error(404, -32001, "the session ended; open a new SSE stream")
+                gateway.metrics.rejected.labels("busy").inc()
                 return rpc_error(
                     503, jsonrpc.SESSION_BUSY, "session inbox full; retry",
                     {"Retry-After": "1"},

@@ -1,18 +1,29 @@
 """The gateway's root: one nursery holding the supervisors, the sessions and Hypercorn.
 
-Start-up order: open the store, start a supervisor per shared server, start
-the session registry, then serve HTTP in-process with
-``hypercorn.trio.serve(..., shutdown_trigger=...)`` so this nursery — not
-Hypercorn's command line — decides when and how the gateway stops.
-Shutdown order is the reverse: stop accepting, end the sessions (their
-streams close), then cancel the supervisors, which stop their processes.
+Start-up: open the store, start the reaper (``upstream/reaper.py``), start a
+supervisor per shared server, start the session registry, then serve HTTP
+in-process with ``hypercorn.trio.serve(..., shutdown_trigger=...)`` so this
+nursery — not Hypercorn's command line — decides when and how it stops.
+``/ready`` turns 200 once every configured upstream has made its first start
+attempt.
+
+Shutdown (``Gateway.stop()``, on SIGTERM/SIGINT) drains: ``/ready`` turns 503
+at once while the listener stays open, new sessions and new requests are
+refused, requests in flight get up to ``drain_timeout_s`` to finish and be
+delivered, then the sessions end (their streams close), the listener closes,
+and the supervisors stop their processes (stdin EOF, SIGTERM, SIGKILL).
+
+Reload (``Gateway.reload()``, on SIGHUP): the config file is read again and
+only servers whose definition changed are started, restarted or stopped;
+sessions of untouched servers carry on.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -21,9 +32,11 @@ import hypercorn.trio
 import trio
 
 from actors import ServerSupervisor, SessionRegistry, run_registry
-from config import Config, ProjectConfig, ServerConfig, Store
+from config import Config, ProjectConfig, ServerConfig, Store, expand_env, load_config
+from upstream.stdio import open_reaper
 
 from .auth import KeyVerifier
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +53,23 @@ def is_loopback(host: str) -> bool:
 
 @attrs.define(eq=False)
 class Gateway:
-    """What the HTTP layer needs of the runtime: config, keys, servers and sessions."""
+    """What the HTTP layer needs of the runtime: config, keys, servers, sessions, health."""
 
     config: Config
     store: Store
     keys: KeyVerifier
     servers: dict[tuple[str, str], ServerSupervisor]
     registry: SessionRegistry
+    metrics: Metrics
+    _servers_nursery: trio.Nursery
+    admin_token: str | None = None
     stopping: trio.Event = attrs.field(factory=trio.Event)
+    draining: bool = False
+    listener_closed: trio.Event = attrs.field(factory=trio.Event)
     url: str = ""
+    reloads: int = 0
 
+    # -- lookups -----------------------------------------------------------------
     def project(self, name: str) -> ProjectConfig | None:
         return self.config.projects.get(name)
 
@@ -63,40 +83,174 @@ class Gateway:
             return None
         return server, self.servers.get((project, name))
 
-    def health(self) -> dict[str, Any]:
-        projects: dict[str, Any] = {}
+    def observe_request(self, *args: Any) -> None:
+        self.metrics.observe_request(*args)
+
+    # -- health --------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/ready``."""
+        if self.draining:
+            return False, "draining: the gateway is shutting down"
+        waiting = [
+            f"{project}/{name}" for (project, name), sup in self.servers.items()
+            if not sup.first_attempt_done
+        ]
+        if waiting:
+            return False, "upstreams still starting: " + ", ".join(sorted(waiting))
+        return True, "ready"
+
+    def _isolated(self) -> dict[tuple[str, str], list[ServerSupervisor]]:
         isolated: dict[tuple[str, str], list[ServerSupervisor]] = {}
         for session in self.registry.sessions.values():
             if session.config.isolation == "session" and session.server is not None:
                 isolated.setdefault((session.project, session.config.name), []).append(
                     session.server
                 )
+        return isolated
+
+    def _servers_view(self, detail: Callable[[ServerSupervisor], dict[str, Any]]) -> dict[str, Any]:
+        isolated = self._isolated()
+        counts = self.registry.counts()
+        projects: dict[str, Any] = {}
         for project in self.config.projects.values():
             servers: dict[str, Any] = {}
             for server in project.servers.values():
+                key = (project.name, server.name)
                 if not server.enabled:
-                    servers[server.name] = {"state": "disabled"}
-                    continue
-                supervisor = self.servers.get((project.name, server.name))
-                if supervisor is not None:
-                    servers[server.name] = supervisor.snapshot()
-                    continue
-                instances = isolated.get((project.name, server.name), [])
-                servers[server.name] = {
-                    "state": "on-demand",
-                    "isolation": "session",
-                    "instances": len(instances),
-                    "restarts": sum(s.restarts for s in instances),
-                }
+                    view: dict[str, Any] = {"state": "disabled"}
+                elif key in self.servers:
+                    view = detail(self.servers[key])
+                else:
+                    instances = isolated.get(key, [])
+                    view = {
+                        "state": "on-demand",
+                        "isolation": "session",
+                        "instances": len(instances),
+                        "restarts": sum(s.restarts for s in instances),
+                    }
+                servers[server.name] = view
             projects[project.name] = {"servers": servers}
-        return {"status": "ok", "projects": projects}
+        for (project, server, transport), count in counts.items():
+            view = projects.get(project, {}).get("servers", {}).get(server)
+            if view is not None:
+                view.setdefault("sessions_by_transport", {})[transport] = count
+        return projects
 
+    def health(self) -> dict[str, Any]:
+        """Liveness view: states and restart counts, nothing secret."""
+        return {"status": "ok", "projects": self._servers_view(ServerSupervisor.snapshot)}
+
+    def status(self) -> dict[str, Any]:
+        """The operator's view (admin token): everything about every server."""
+        projects = self._servers_view(ServerSupervisor.status)
+        for project, body in projects.items():
+            for server, view in body["servers"].items():
+                view["requests"] = self.metrics.tallies[(project, server, "requests")]
+                view["errors"] = self.metrics.tallies[(project, server, "errors")]
+        ready, reason = self.readiness()
+        return {
+            "ready": ready,
+            "reason": reason,
+            "sessions": len(self.registry.sessions),
+            "reloads": self.reloads,
+            "config": self.config.source,
+            "projects": projects,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------
     def stop(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
         self.stopping.set()
+
+    async def _start_server(self, project: str, server: ServerConfig) -> None:
+        supervisor = ServerSupervisor(project, server, grace_s=self.config.gateway.stop_grace_s)
+        await self._servers_nursery.start(supervisor.run)
+        self.servers[(project, server.name)] = supervisor
+
+    def _stop_server(self, key: tuple[str, str], reason: str) -> None:
+        supervisor = self.servers.pop(key, None)
+        if supervisor is not None:
+            supervisor.stop()
+        for session in list(self.registry.sessions.values()):
+            if (session.project, session.config.name) == key:
+                session.close(reason)
+
+    async def start_servers(self) -> None:
+        for project in self.config.projects.values():
+            for server in project.servers.values():
+                if server.enabled and server.isolation == "shared":
+                    await self._start_server(project.name, server)
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config file and apply only what changed; return the changes.
+
+        A changed or removed server is stopped and its sessions end with a
+        clear reason; a changed or added one is started. Sessions of untouched
+        servers are not disturbed. Error handling: a config that does not load
+        raises ``ConfigError`` and changes nothing.
+        """
+        assert self.config.source is not None
+        new = await trio.to_thread.run_sync(load_config, self.config.source)
+        if new.gateway != self.config.gateway:
+            log.warning("reload: [gateway] settings changed; they apply at the next restart")
+            new = attrs.evolve(new, gateway=self.config.gateway)
+        old_servers = _servers_of(self.config)
+        new_servers = _servers_of(new)
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
+        for key in sorted(old_servers.keys() | new_servers.keys()):
+            before, after = old_servers.get(key), new_servers.get(key)
+            if before == after:
+                continue
+            kind = "added" if before is None else "removed" if after is None else "changed"
+            changes[kind].append("/".join(key))
+            if before is not None:
+                self._stop_server(key, f"server {'/'.join(key)} was {kind} by a config reload")
+        for name, project in self.config.projects.items():
+            if name in new.projects and new.projects[name].auth != project.auth:
+                changes["changed"].append(f"{name} (auth)")
+                for session in list(self.registry.sessions.values()):
+                    if session.project == name:
+                        session.close(f"project {name} changed its auth by a config reload")
+        self.config = new
+        for key, server in new_servers.items():
+            if "/".join(key) in changes["added"] + changes["changed"]:
+                if server.enabled and server.isolation == "shared":
+                    await self._start_server(key[0], server)
+        self.reloads += 1
+        log.info(
+            "config reloaded from %s: added %s, changed %s, removed %s", new.source,
+            changes["added"] or "nothing", changes["changed"] or "nothing",
+            changes["removed"] or "nothing",
+        )
+        return changes
+
+    async def drain(self) -> None:
+        """Refuse new work, let in-flight requests finish (bounded), then end sessions."""
+        self.draining = True
+        reason = "the gateway is shutting down"
+        for session in self.registry.sessions.values():
+            session.refusing = reason
+        with trio.move_on_after(self.config.gateway.drain_timeout_s) as scope:
+            for session in list(self.registry.sessions.values()):
+                await session.wait_idle()
+        if scope.cancelled_caught:
+            log.warning("drain timeout: ending sessions with requests still in flight")
+        # Each stream still delivers what is in its outbox, then ends.
+        self.registry.close_all(reason)
+
+
+def _servers_of(config: Config) -> dict[tuple[str, str], ServerConfig]:
+    return {
+        (p.name, s.name): s for p in config.projects.values() for s in p.servers.values()
+    }
 
 
 def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _pidfile(config: Config) -> str:
+    return os.path.join(config.gateway.state_dir, "mcp-orch.pid")
 
 
 async def run_gateway(
@@ -104,7 +258,7 @@ async def run_gateway(
     *,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole gateway until ``Gateway.stop()`` is called or it is cancelled.
+    """Run the whole gateway until ``Gateway.stop()`` has drained it, or it is cancelled.
 
     ``started`` with the :class:`Gateway` once the HTTP listener is bound
     (``gateway.url`` holds the bound address, useful with port 0).
@@ -119,18 +273,32 @@ async def run_gateway(
                 "reach this address can use its servers without a key",
                 project.name, settings.host,
             )
+    admin_token = None
+    if settings.admin_token is not None:
+        admin_token = expand_env({"admin_token": settings.admin_token}, os.environ, "gateway")[
+            "admin_token"
+        ]
     store = await trio.to_thread.run_sync(Store.open, settings.state_dir)
     try:
-        async with trio.open_nursery() as root:
-            servers: dict[tuple[str, str], ServerSupervisor] = {}
-            for project in config.projects.values():
-                for server in project.servers.values():
-                    if server.enabled and server.isolation == "shared":
-                        supervisor = ServerSupervisor(project.name, server)
-                        await root.start(supervisor.run)
-                        servers[(project.name, server.name)] = supervisor
+        if admin_token is None:
+            created = await trio.to_thread.run_sync(store.ensure_admin_token)
+            if created is not None:
+                # Printed once, never logged: it is a credential.
+                print(
+                    f"mcp-orch: generated the admin token (shown once; stored hashed):\n{created}",
+                    flush=True,
+                )
+        async with open_reaper(settings.stop_grace_s), trio.open_nursery() as root:
+            servers_nursery = await root.start(_run_nursery)
             registry = await root.start(run_registry)
-            gateway = Gateway(config, store, KeyVerifier(store), servers, registry)
+            metrics = Metrics()
+            gateway = Gateway(
+                config, store, KeyVerifier(store), {}, registry, metrics, servers_nursery,
+                admin_token=admin_token,
+            )
+            registry.observer = gateway.observe_request
+            metrics.attach(gateway)
+            await gateway.start_servers()
             app = create_app(gateway)
             hyper = hypercorn.config.Config()
             hyper.bind = [_bind(settings.host, settings.port)]
@@ -141,19 +309,47 @@ async def run_gateway(
 
             async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn.trio.serve(
-                    app, hyper, shutdown_trigger=gateway.stopping.wait, task_status=task_status
+                    app, hyper, shutdown_trigger=gateway.listener_closed.wait,
+                    task_status=task_status,
                 )
                 root.cancel_scope.cancel()
 
-            async def end_sessions_on_stop() -> None:
+            async def lifecycle() -> None:
                 await gateway.stopping.wait()
-                registry.close_all("the gateway is shutting down")
+                log.info("draining (up to %g s)", settings.drain_timeout_s)
+                await gateway.drain()
+                gateway.listener_closed.set()
 
-            root.start_soon(end_sessions_on_stop)
-            binds = await root.start(functools.partial(serve))
+            root.start_soon(lifecycle)
+            binds = await root.start(serve)
             gateway.url = binds[0]
+            pidfile = _pidfile(config)
+            await trio.to_thread.run_sync(_write_pidfile, pidfile)
             log.info("mcp-orch listening on %s", gateway.url)
             task_status.started(gateway)
     finally:
         with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_remove_pidfile, _pidfile(config))
             await trio.to_thread.run_sync(store.close)
+
+
+async def _run_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
+
+
+def _write_pidfile(path: str) -> None:
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _remove_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return  # another gateway's
+        os.unlink(path)
+    except OSError:
+        pass
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -41,6 +42,69 @@ INHERITED_ENV = (
 )
 MAX_LINE_BYTES = 32 * 1024 * 1024
 STDERR_TAIL_LINES = 200
+
+
+@attrs.define(eq=False)
+class Reaper:
+    """Handle to the watchdog process (``upstream/reaper.py``): register process groups."""
+
+    _send: trio.MemorySendChannel[bytes]
+
+    def _tell(self, line: str) -> None:
+        try:
+            self._send.send_nowait(line.encode())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.warning("reaper unavailable; process group %s not registered", line)
+
+    def watch(self, pgid: int) -> None:
+        self._tell(f"+{pgid}\n")
+
+    def forget(self, pgid: int) -> None:
+        self._tell(f"-{pgid}\n")
+
+
+#: The reaper of the running gateway; upstreams started in its scope register with it.
+CURRENT_REAPER: contextvars.ContextVar[Reaper | None] = contextvars.ContextVar(
+    "mcp_orch_reaper", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def open_reaper(grace_s: float) -> AsyncIterator[Reaper]:
+    """Start the watchdog and make it current for upstreams started inside the block.
+
+    Resource handling: on a normal exit the watchdog's stdin is closed, it
+    finds no live group left, and exits; it is waited for (shielded).
+    """
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "upstream.reaper", str(grace_s)],
+        stdin=subprocess.PIPE,
+        start_new_session=True,
+    )
+    send, recv = trio.open_memory_channel[bytes](4096)
+    reaper = Reaper(send)
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        async with recv:
+            async for line in recv:
+                try:
+                    await proc.stdin.send_all(line)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    log.error("the reaper process exited; upstreams are not watched")
+                    return
+
+    token = CURRENT_REAPER.set(reaper)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            try:
+                yield reaper
+            finally:
+                send.close()
+    finally:
+        CURRENT_REAPER.reset(token)
+        await stop_process(proc, grace_s)
 
 
 class UpstreamSpawnError(Exception):
@@ -190,6 +254,7 @@ async def open_stdio_process(
     cwd: str | None = None,
     *,
     grace_s: float = 2.0,
+    stderr_tail: collections.deque[str] | None = None,
 ) -> AsyncIterator[StdioProcess]:
     """Start the server and yield it; stop it (and its group) when the block exits.
 
@@ -209,7 +274,15 @@ async def open_stdio_process(
         proc = await trio.lowlevel.open_process([executable, *args], **options)
     except OSError as exc:
         raise UpstreamSpawnError(f"cannot start {command!r}: {exc.strerror or exc}") from exc
+    reaper = CURRENT_REAPER.get()
+    if reaper is not None:
+        reaper.watch(proc.pid)
     try:
-        yield StdioProcess(proc)
+        if stderr_tail is None:
+            yield StdioProcess(proc)
+        else:
+            yield StdioProcess(proc, stderr_tail)
     finally:
         await stop_process(proc, grace_s)
+        if reaper is not None:
+            reaper.forget(proc.pid)

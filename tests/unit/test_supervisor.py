@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,9 @@ class FakeUpstream:
     closed: trio.Event = attrs.field(factory=trio.Event)
     close_reason: str = ""
     in_flight: int = 0
+    process: Any = attrs.field(
+        factory=lambda: types.SimpleNamespace(process=types.SimpleNamespace(returncode=3))
+    )
 
 
 @attrs.define
@@ -104,6 +108,7 @@ async def test_healthy_run_resets_backoff(autojump_clock: Any) -> None:
         await trio.sleep(3.5)
         assert sup.state == "running"
         await trio.sleep(101)
+        assert sup.last_exit_code == 3
         assert script.starts == [0, 1, 3, 104]
         nursery.cancel_scope.cancel()
 

@@ -1,0 +1,155 @@
+"""Prometheus metrics for ``GET /metrics``, with the official ``prometheus_client``.
+
+Each gateway has its own ``CollectorRegistry`` (tests run several gateways in
+one process). Counters and histograms are updated on the hot path; values
+that already live in the runtime (sessions, upstream states, restarts, queue
+depths) are read at scrape time by a custom collector instead of being kept
+twice.
+
+Latency is split in two: ``mcp_orch_upstream_seconds`` is the time a request
+spent with the upstream (from queueing it for the process to its answer);
+``mcp_orch_gateway_overhead_seconds`` is the rest of the request's time in
+the gateway.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .runtime import Gateway
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = ("starting", "running", "restarting", "failed", "stopped")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                    10, 30, 60)
+
+
+@attrs.define(eq=False)
+class Metrics:
+    """The gateway's metric instruments and per-server request tallies (for ``/status``)."""
+
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    requests: Counter = attrs.field(init=False)
+    upstream_seconds: Histogram = attrs.field(init=False)
+    overhead_seconds: Histogram = attrs.field(init=False)
+    stream_bytes: Counter = attrs.field(init=False)
+    stream_frames: Counter = attrs.field(init=False)
+    rejected: Counter = attrs.field(init=False)
+    tallies: collections.Counter[tuple[str, str, str]] = attrs.field(factory=collections.Counter)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "mcp_orch_requests", "JSON-RPC requests served, by outcome",
+            ["project", "server", "method", "outcome"], registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "mcp_orch_upstream_seconds", "Time a request spent with the upstream server",
+            ["project", "server"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.overhead_seconds = Histogram(
+            "mcp_orch_gateway_overhead_seconds",
+            "Time a request spent in the gateway, excluding the upstream",
+            ["project", "server"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stream_bytes = Counter(
+            "mcp_orch_stream_bytes", "Bytes written to client streams", ["transport"], registry=r
+        )
+        self.stream_frames = Counter(
+            "mcp_orch_stream_frames", "Events written to client streams", ["transport"], registry=r
+        )
+        self.rejected = Counter(
+            "mcp_orch_rejected_requests", "HTTP requests refused, by reason", ["reason"],
+            registry=r,
+        )
+
+    def observe_request(
+        self, project: str, server: str, method: str, outcome: str,
+        total_s: float, upstream_s: float | None,
+    ) -> None:
+        """Record one finished request (called by session actors)."""
+        self.requests.labels(project, server, _method_label(method), outcome).inc()
+        if upstream_s is not None:
+            self.upstream_seconds.labels(project, server).observe(upstream_s)
+            self.overhead_seconds.labels(project, server).observe(max(0.0, total_s - upstream_s))
+        self.tallies[(project, server, "requests")] += 1
+        if outcome != "ok":
+            self.tallies[(project, server, "errors")] += 1
+
+    def attach(self, gateway: Gateway) -> None:
+        self.registry.register(_RuntimeCollector(gateway))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+_KNOWN_METHODS = frozenset({
+    "initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
+    "resources/templates/list", "resources/subscribe", "resources/unsubscribe", "prompts/list",
+    "prompts/get", "completion/complete", "logging/setLevel",
+})
+
+
+def _method_label(method: str) -> str:
+    # Bounded label cardinality: a client can send any method name.
+    return method if method in _KNOWN_METHODS else "other"
+
+
+@attrs.define(eq=False)
+class _RuntimeCollector(Collector):
+    gateway: Any
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gw = self.gateway
+        sessions = GaugeMetricFamily(
+            "mcp_orch_sessions_active", "Live client sessions",
+            labels=["project", "server", "transport"],
+        )
+        for (project, server, transport), count in gw.registry.counts().items():
+            sessions.add_metric([project, server, transport], count)
+        yield sessions
+        state = GaugeMetricFamily(
+            "mcp_orch_upstream_state", "1 for the state each upstream is in",
+            labels=["project", "server", "state"],
+        )
+        restarts = GaugeMetricFamily(
+            "mcp_orch_upstream_restarts", "Restarts of each upstream since the gateway started",
+            labels=["project", "server"],
+        )
+        in_flight = GaugeMetricFamily(
+            "mcp_orch_upstream_in_flight", "Requests waiting for each upstream",
+            labels=["project", "server"],
+        )
+        writer_queue = GaugeMetricFamily(
+            "mcp_orch_upstream_queue_depth", "Messages queued for each upstream's stdin",
+            labels=["project", "server"],
+        )
+        for (project, server), sup in gw.servers.items():
+            for name in STATES:
+                state.add_metric([project, server, name], 1.0 if sup.state == name else 0.0)
+            restarts.add_metric([project, server], sup.restarts)
+            upstream = sup.upstream
+            in_flight.add_metric([project, server], upstream.in_flight if upstream else 0)
+            writer_queue.add_metric([project, server], upstream.queue_depth if upstream else 0)
+        yield state
+        yield restarts
+        yield in_flight
+        yield writer_queue
+        outbox = GaugeMetricFamily(
+            "mcp_orch_session_queue_depth", "Messages waiting in session outboxes",
+            labels=["project", "server"],
+        )
+        depths: collections.Counter[tuple[str, str]] = collections.Counter()
+        for session in gw.registry.sessions.values():
+            depths[(session.project, session.config.name)] += session.outbox_depth
+        for (project, server), depth in depths.items():
+            outbox.add_metric([project, server], depth)
+        yield outbox
