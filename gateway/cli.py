@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ import attrs
 import trio
 
 from config import Config, ConfigError, Store, default_config_path, load_config
+
+from .logs import setup_logging
 
 log = logging.getLogger("mcp_orch")
 
@@ -34,22 +37,20 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 async def _serve(config: Config) -> None:
     from .runtime import run_gateway
 
-    async with trio.open_nursery() as nursery:
-        gateway = await nursery.start(run_gateway, config)
-        print(f"mcp-orch listening on {gateway.url}", file=sys.stderr, flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Signals are received from before start-up, so an early SIGTERM is not lost.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            gateway = await nursery.start(run_gateway, config)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        await gateway.reload()
+                    except ConfigError as exc:
+                        log.error("reload failed, keeping the running config: %s", exc)
+                    continue
                 log.info("received %s; shutting down", signal.Signals(signum).name)
                 gateway.stop()
                 break
@@ -57,8 +58,27 @@ async def _serve(config: Config) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
-    _setup_logging(args.log_level)
+    try:
+        setup_logging(args.log_format, args.log_level or ["info"])
+    except ValueError as exc:
+        print(f"mcp-orch: error: {exc}", file=sys.stderr)
+        return 2
     trio.run(_serve, config)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    config = _load(args)
+    pidfile = os.path.join(config.gateway.state_dir, "mcp-orch.pid")
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(f"mcp-orch: error: no running gateway for {config.source} ({pidfile}: {exc})",
+              file=sys.stderr)
+        return 1
+    print(f"asked the gateway (pid {pid}) to reload {config.source}")
     return 0
 
 
@@ -132,8 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = with_config(sub.add_parser("serve", help="run the gateway"))
     serve.add_argument("--host", help="listen address (overrides [gateway] host)")
     serve.add_argument("--port", type=int, help="listen port, 0 for any free one")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", action="append", default=None, metavar="[LOGGER=]LEVEL",
+        help="log level, overall or per logger (repeatable): --log-level info "
+        "--log-level actors=debug",
+    )
+    serve.add_argument("--log-format", choices=["text", "json"], default="text")
     serve.set_defaults(func=cmd_serve)
+
+    reload = with_config(sub.add_parser("reload", help="make the running gateway re-read its config"))
+    reload.set_defaults(func=cmd_reload)
 
     check = with_config(sub.add_parser("check-config", help="validate a config file"))
     check.set_defaults(func=cmd_check_config)

@@ -244,3 +244,67 @@ def count_tasks() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return total
+
+
+@attrs.define(eq=False)
+class GatewayProcess:
+    """``mcp-orch serve`` running as a real child process, with its output collected."""
+
+    process: trio.Process
+    url: str
+    stdout: list[str]
+    stderr: list[str]
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/health", timeout=10).json()
+
+    async def wait_exit(self, timeout: float) -> int:
+        with trio.fail_after(timeout):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def gateway_process(
+    config_path: Path, *args: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[GatewayProcess]:
+    """Start ``mcp-orch serve --port 0`` and yield once it reports its address."""
+    import subprocess
+    import sys
+
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", "0",
+         *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+    stdout: list[str] = []
+    stderr: list[str] = []
+    found: dict[str, str] = {}
+    listening = trio.Event()
+
+    async def pump(stream: Any, sink: list[str]) -> None:
+        pending = b""
+        while chunk := await stream.receive_some(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                sink.append(line)
+                text = json.loads(line)["msg"] if line.startswith("{") else line
+                if "mcp-orch listening on " in text and not listening.is_set():
+                    found["url"] = text.rsplit(" ", 1)[1].strip()
+                    listening.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, proc.stdout, stdout)
+            nursery.start_soon(pump, proc.stderr, stderr)
+            with trio.fail_after(30):
+                await listening.wait()
+            yield GatewayProcess(proc, found["url"], stdout, stderr)
+            nursery.cancel_scope.cancel()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()

@@ -9,7 +9,9 @@ Tools: ``echo``, ``add``, ``sleep`` (reports progress, honours
 ``notifications/cancelled``), ``pid``, ``crash`` (exits at once) and
 ``stderr``. One resource, one prompt. For crash-loop tests,
 ``DEMO_SERVER_EXIT_AT_START=<code>`` makes it exit immediately, and
-``DEMO_SERVER_STARTUP_DELAY_S`` delays it before it reads stdin.
+``DEMO_SERVER_STARTUP_DELAY_S`` delays it before it reads stdin, and
+``DEMO_SERVER_IGNORE_EOF`` keeps it alive after stdin closes (an upstream
+that only a signal stops).
 """
 
 from __future__ import annotations
@@ -231,6 +233,11 @@ def main() -> None:
         time.sleep(float(delay))
     print("mcp-orch-demo: ready on stdio", file=sys.stderr, flush=True)
     Server().run()
+    if os.environ.get("DEMO_SERVER_IGNORE_EOF"):
+        # Misbehave on purpose (tests): outlive stdin EOF until signalled. (Write
+        # nothing: the pipes' reader may be gone, and a broken pipe would end us.)
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":
