@@ -103,7 +103,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) 
                 nursery.start_soon(watch_ready)
             assert not_ready_seen.is_set(), "/ready never answered 503 while draining"
             assert sorted(replies) == list(range(20))
-            for n, reply in replies.items():
+            for reply in replies.values():
                 assert reply["result"]["content"][0]["text"] == "slept 1.5 s", reply
         code = await gw.wait_exit(10)
         assert code == 0, "\n".join(gw.stderr[-20:])
