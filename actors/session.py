@@ -34,6 +34,7 @@ from config import ServerConfig
 from upstream import jsonrpc
 
 from .context import REQUEST_ID, SESSION_ID
+from .streams import StreamSet
 from .supervisor import ServerSupervisor
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
 
@@ -94,10 +95,20 @@ class Session:
     #: When set, new requests are refused with this reason (the gateway is draining).
     refusing: str = ""
     _idle: trio.Event = attrs.field(factory=trio.Event)
+    #: Streamable HTTP: the session's resumable streams (``None`` for legacy SSE,
+    #: which has a single outbox read by its one stream).
+    streams: StreamSet | None = None
+    #: Streamable HTTP sessions end after this long with nothing in flight and no stream open.
+    idle_timeout_s: float | None = None
+    last_activity: float = 0.0
+    _upstream_started: bool = False
+    _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
         self._outbound_send, self.outbound_recv = trio.open_memory_channel(self.outbox_size)
         self._inbound_send, self._inbound_recv = trio.open_memory_channel(INBOX_SIZE)
+        if self.transport != "sse":
+            self.streams = StreamSet()
 
     # -- handle ---------------------------------------------------------------
     @property
@@ -115,10 +126,15 @@ class Session:
             with trio.move_on_after(1):  # re-check: closed sessions never signal idle
                 await idle.wait()
 
+    def touch(self) -> None:
+        """Note client activity (keeps an idle Streamable HTTP session alive)."""
+        self.last_activity = trio.current_time()
+
     async def submit(self, message: jsonrpc.Message, timeout_s: float = 5.0) -> bool:
         """Queue a client message; ``False`` if the session is gone or stays full."""
         if self.closed.is_set():
             return False
+        self.touch()
         with trio.move_on_after(timeout_s):
             try:
                 await self._inbound_send.send(message)
@@ -133,8 +149,16 @@ class Session:
             self.close_reason = reason
         self._scope.cancel()
 
-    def deliver(self, message: jsonrpc.Message) -> None:
-        """Queue a message for the client's stream; a full outbox ends the session."""
+    def deliver(self, message: jsonrpc.Message, related: jsonrpc.Id | None = None) -> None:
+        """Queue a message for the client; a full legacy outbox ends the session.
+
+        On Streamable HTTP the message joins the stream it belongs to (see
+        :meth:`StreamSet.route`); ``related`` names the request it is about.
+        """
+        if self.streams is not None:
+            if not self.closed.is_set():
+                self.streams.route(message, related)
+            return
         try:
             self._outbound_send.send_nowait(message)
         except trio.WouldBlock:
@@ -147,7 +171,9 @@ class Session:
         """Forward an upstream's request to the client under an id of this session."""
         out_id = f"mcp-orch-{next(self._server_ids)}"
         self._server_requests[out_id] = (upstream, message["id"])
-        self.deliver({**message, "id": out_id})
+        # Made while serving a request of ours: it belongs on that request's stream.
+        related = next(iter(self._tasks)) if len(self._tasks) == 1 else None
+        self.deliver({**message, "id": out_id}, related)
 
     # -- actor ----------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
@@ -159,16 +185,25 @@ class Session:
             SESSION_ID.set(self.session_id)
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    if self.server is None:  # isolation = "session": a private upstream
+                    self._nursery = nursery
+                    if self.server is None:
+                        # isolation = "session": a private upstream, started at the
+                        # first request so it can be told the client's capabilities.
                         self.server = ServerSupervisor(self.project, self.config)
-                        await nursery.start(self.server.run)
+                    else:
+                        self._upstream_started = True
                     self.server.attach(self)
+                    if self.idle_timeout_s is not None:
+                        self.touch()
+                        nursery.start_soon(self._expire_when_idle, self.idle_timeout_s)
                     task_status.started(self)
                     async with self._inbound_recv:
                         async for message in self._inbound_recv:
                             self._dispatch(message, nursery)
         finally:
             self.closed.set()
+            if self.streams is not None:
+                self.streams.close_all()
             if self.server is not None:
                 self.server.detach(self)
             self._inbound_send.close()
@@ -185,9 +220,33 @@ class Session:
                 self._server_requests.clear()
             log.debug("session %s ended: %s", self.session_id, self.close_reason or "closed")
 
+    def _start_private_upstream(self, capabilities: dict[str, Any]) -> None:
+        if self._upstream_started or self.server is None or self._nursery is None:
+            return
+        self._upstream_started = True
+        self.server.client_capabilities = capabilities
+        self._nursery.start_soon(self.server.run)
+
+    async def _expire_when_idle(self, timeout_s: float) -> None:
+        while True:
+            await trio.sleep_until(self.last_activity + timeout_s)
+            busy = self._tasks or (
+                self.streams is not None and any(s.attached for s in self.streams.by_id.values())
+            )
+            if busy:
+                self.touch()
+            elif trio.current_time() >= self.last_activity + timeout_s:
+                self.close(f"idle for {timeout_s:g} s")
+                return
+
     def _dispatch(self, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
         if "method" in message:
             method = message["method"]
+            if not self._upstream_started and "id" in message:
+                params = message.get("params")
+                caps = params.get("capabilities") if isinstance(params, dict) else None
+                is_init = method == "initialize" and isinstance(caps, dict)
+                self._start_private_upstream(caps if is_init else {})
             if "id" not in message:
                 self._on_notification(method, message, nursery)
                 return
@@ -271,6 +330,8 @@ class Session:
                 self._idle.set()
         if scope.cancelled_caught:
             outcome = "cancelled"
+            if self.streams is not None:
+                self.streams.abandon(msg_id)
         elif reply is not None and "error" in reply:
             outcome = _OUTCOMES.get(reply["error"].get("code"), "error")
         else:

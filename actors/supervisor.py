@@ -78,6 +78,10 @@ class ServerSupervisor:
     last_exit_code: int | None = None
     #: How long a stopping process gets after stdin EOF, then after SIGTERM.
     grace_s: float = 3.0
+    #: Capabilities announced to the upstream as the client's: {} for a shared
+    #: upstream (never claim what a real client may lack), the client's own for
+    #: a per-session one.
+    client_capabilities: dict[str, Any] = attrs.field(factory=dict)
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _scope: trio.CancelScope | None = None
 
@@ -225,6 +229,7 @@ class ServerSupervisor:
                 grace_s=self.grace_s,
                 sessions=self.sessions,
                 stderr_tail=self.stderr_tail,
+                client_capabilities=self.client_capabilities,
             ) as upstream:
                 process = upstream.process
                 self.upstream = upstream

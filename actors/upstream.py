@@ -62,8 +62,11 @@ class SessionPeer(Protocol):
 
     session_id: str
 
-    def deliver(self, message: jsonrpc.Message) -> None:
-        """Queue a message for the client without blocking (the session decides on overflow)."""
+    def deliver(self, message: jsonrpc.Message, related: jsonrpc.Id | None = None) -> None:
+        """Queue a message for the client without blocking (the session decides on overflow).
+
+        ``related`` is the client's id of the request the message belongs to, if known.
+        """
 
     def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
         """Forward a server→client request; the session answers via ``Upstream.respond``."""
@@ -271,7 +274,8 @@ class Upstream:
             if pending.scope is not None and pending.timeout_s:
                 pending.scope.deadline = trio.current_time() + pending.timeout_s
             pending.session.deliver(
-                {**message, "params": {**params, "progressToken": pending.progress_token}}
+                {**message, "params": {**params, "progressToken": pending.progress_token}},
+                pending.client_id,
             )
             return
         if method == "notifications/cancelled":
@@ -334,11 +338,14 @@ async def _reader(upstream: Upstream) -> None:
         upstream._dispatch(message)
 
 
-async def _initialize(upstream: Upstream, timeout_s: float) -> None:
+async def _initialize(
+    upstream: Upstream, timeout_s: float, client_capabilities: dict[str, Any]
+) -> None:
     params = {
         "protocolVersion": UPSTREAM_PROTOCOL_VERSION,
-        # Never advertise client capabilities a real client may lack.
-        "capabilities": {},
+        # Only what the real client has: {} for a shared upstream, the client's
+        # own for a per-session one.
+        "capabilities": client_capabilities,
         "clientInfo": GATEWAY_INFO,
     }
     try:
@@ -364,7 +371,7 @@ async def _initialize(upstream: Upstream, timeout_s: float) -> None:
 class _NoSession:
     session_id: str = ""
 
-    def deliver(self, message: jsonrpc.Message) -> None:
+    def deliver(self, message: jsonrpc.Message, related: jsonrpc.Id | None = None) -> None:
         pass
 
     def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
@@ -383,6 +390,7 @@ async def open_upstream(
     grace_s: float = 2.0,
     sessions: dict[str, SessionPeer] | None = None,
     stderr_tail: collections.deque[str] | None = None,
+    client_capabilities: dict[str, Any] | None = None,
 ) -> AsyncIterator[Upstream]:
     """Start and initialize an upstream; yield its handle while it lives.
 
@@ -437,7 +445,7 @@ async def open_upstream(
                         init_scope.cancel()
 
                     nursery.start_soon(cancel_init_on_close)
-                    await _initialize(upstream, init_timeout_s)
+                    await _initialize(upstream, init_timeout_s, client_capabilities or {})
                 if init_scope.cancelled_caught:
                     tail = "; ".join(list(process.stderr_tail)[-3:])
                     raise UpstreamError(

@@ -77,6 +77,28 @@ class Server:
         self.out_lock = threading.Lock()
         self.cancelled: set[Any] = set()
         self.cancel_lock = threading.Lock()
+        self.client_capabilities: dict[str, Any] = {}
+        self._replies: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._next_id = 0
+
+    def request_client(self, method: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Send a request to the client and wait for its response message."""
+        with self.cancel_lock:
+            self._next_id += 1
+            msg_id = f"srv-{self._next_id}"
+            waiter: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
+            self._replies[msg_id] = waiter
+        self.write({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        if not waiter[0].wait(timeout):
+            raise TimeoutError(f"no answer to {method} within {timeout} s")
+        return waiter[1][0]
+
+    def _on_response(self, message: dict[str, Any]) -> None:
+        with self.cancel_lock:
+            waiter = self._replies.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if waiter is not None:
+            waiter[1].append(message)
+            waiter[0].set()
 
     def write(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":")) + "\n"
@@ -113,6 +135,7 @@ class Server:
 
     def dispatch(self, method: Any, params: dict[str, Any], msg_id: Any) -> dict[str, Any]:
         if method == "initialize":
+            self.client_capabilities = params.get("capabilities") or {}
             requested = params.get("protocolVersion")
             return {
                 "protocolVersion": requested if requested in VERSIONS else "2025-06-18",
@@ -213,7 +236,8 @@ class Server:
                 continue
             method = message.get("method")
             if method is None:
-                continue  # a response: this server sends no requests
+                self._on_response(message)
+                continue
             if "id" not in message:
                 if method == "notifications/cancelled":
                     request_id = (message.get("params") or {}).get("requestId")
