@@ -86,7 +86,11 @@ class SessionRegistry:
             self.sessions.pop(session.session_id, None)
 
     def get(self, session_id: str) -> Session | None:
-        return self.sessions.get(session_id)
+        """The live session with this id; one that is closing counts as gone."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closing:
+            return None
+        return session
 
     def counts(self) -> dict[tuple[str, str, str], int]:
         """Live sessions by (project, server, transport)."""

@@ -116,6 +116,11 @@ class Session:
         return len(self._tasks)
 
     @property
+    def closing(self) -> bool:
+        """Closed, or asked to close (its actor may still be cleaning up)."""
+        return self.closed.is_set() or self._scope.cancel_called
+
+    @property
     def outbox_depth(self) -> int:
         return self._outbound_send.statistics().current_buffer_used
 
@@ -132,7 +137,7 @@ class Session:
 
     async def submit(self, message: jsonrpc.Message, timeout_s: float = 5.0) -> bool:
         """Queue a client message; ``False`` if the session is gone or stays full."""
-        if self.closed.is_set():
+        if self.closing:
             return False
         self.touch()
         with trio.move_on_after(timeout_s):

@@ -15,7 +15,7 @@ gets :class:`EventsLost` — a clear error, never a silent gap.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 import attrs
 import trio
@@ -50,6 +50,8 @@ class EventStream:
     finished: bool = False
     #: A reader is attached (an HTTP response is streaming it).
     attached: bool = False
+    #: The highest sequence number handed to a reader so far.
+    delivered: int = 0
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def event_id(self, seq: int) -> str:
@@ -83,28 +85,22 @@ class EventStream:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
-    async def read(self, after: int = 0) -> AsyncIterator[tuple[int, jsonrpc.Message]]:
-        """Yield events with a sequence number above ``after``, waiting for new ones.
+    def pending_after(self, after: int) -> list[tuple[int, jsonrpc.Message]]:
+        """Events with a sequence number above ``after``.
 
-        Ends once the stream is finished and everything was yielded. Raises
-        :class:`EventsLost` if events after ``after`` were already dropped.
+        Raises :class:`EventsLost` if some of them were already dropped.
         """
-        last = after
-        while True:
-            oldest = self.events[0][0] if self.events else self.next_seq
-            if last + 1 < oldest:
-                raise EventsLost(
-                    f"events after {self.event_id(last)} are no longer buffered "
-                    f"(oldest kept is {self.event_id(oldest)})"
-                )
-            pending = [(seq, m) for seq, m in self.events if seq > last]
-            for seq, message in pending:
-                yield seq, message
-                last = seq
-            if self.finished and last >= self.next_seq - 1:
-                return
-            if not pending:
-                await self.wait_changed()
+        oldest = self.events[0][0] if self.events else self.next_seq
+        if after + 1 < oldest:
+            raise EventsLost(
+                f"events after {self.event_id(after)} are no longer buffered "
+                f"(the oldest kept is {self.event_id(oldest)})"
+            )
+        return [(seq, m) for seq, m in self.events if seq > after]
+
+    def drained(self, after: int) -> bool:
+        """Finished, and nothing after ``after`` left to deliver."""
+        return self.finished and after >= self.next_seq - 1
 
 
 @attrs.define(eq=False)

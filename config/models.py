@@ -78,6 +78,19 @@ class GatewaySettings:
     #: Token for /status (and the admin API); may be "${VAR}". Unset: one is
     #: generated at first start, printed once, and kept (hashed) in the store.
     admin_token: str | None = None
+    #: Origins (``scheme://host[:port]``) browsers may call from, or "*". Loopback
+    #: origins and same-origin requests are always allowed.
+    allowed_origins: tuple[str, ...] = ()
+    #: Accepted ``Host`` names (DNS-rebinding protection). Empty: on a loopback
+    #: address only loopback names; elsewhere any.
+    allowed_hosts: tuple[str, ...] = ()
+    #: A Streamable HTTP session with nothing in flight and no stream open ends after this.
+    http_session_idle_s: float = 900.0
+    #: SSE polling (2025-11-25): close a request's stream after this long and let
+    #: the client resume it with Last-Event-ID (0: keep streams open).
+    sse_poll_s: float = 0.0
+    #: The ``retry:`` hint (ms) in priming events: how soon a client should reconnect.
+    sse_retry_ms: int = 1000
 
 
 @attrs.frozen

@@ -36,7 +36,9 @@ from upstream import jsonrpc
 from . import sse
 from .auth import bearer_token
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .runtime import Gateway
+from .origin import OriginPolicy, cors_headers, preflight_headers
+from .runtime import Gateway, is_loopback
+from .streamable import register_streamable
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,38 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = 30
     app.config["RESPONSE_TIMEOUT"] = 120  # streams switch it off per response
+
+    policy = OriginPolicy(
+        loopback_listener=is_loopback(settings.host),
+        allowed_origins=tuple(settings.allowed_origins),
+        allowed_hosts=tuple(settings.allowed_hosts),
+    )
+
+    @app.before_request
+    async def check_origin() -> Response | None:
+        if not request.path.startswith(("/projects/", "/status")):
+            return None
+        host = request.headers.get("Host")
+        if not policy.host_ok(host):
+            gateway.metrics.rejected.labels("host").inc()
+            return rpc_error(421, jsonrpc.INVALID_REQUEST, f"Host {host!r} is not served here")
+        origin = request.headers.get("Origin")
+        if origin is not None and not policy.origin_ok(origin, host):
+            gateway.metrics.rejected.labels("origin").inc()
+            return rpc_error(403, jsonrpc.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
+        if request.method == "OPTIONS" and origin is not None:
+            requested = request.headers.get("Access-Control-Request-Headers")
+            return Response("", status=204, headers=preflight_headers(origin, requested))
+        return None
+
+    @app.after_request
+    async def add_cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin is not None and request.path.startswith(("/projects/", "/status")):
+            if policy.origin_ok(origin, request.headers.get("Host")):
+                for name, value in cors_headers(origin).items():
+                    response.headers.setdefault(name, value)
+        return response
 
     @app.errorhandler(Rejection)
     async def rejected(exc: Rejection) -> Response:
@@ -234,7 +268,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
                 return rpc_error(400, jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}")
         for message in batch:
             if not await session.submit(message):
-                if session.closed.is_set():
+                if session.closing:
                     return rpc_error(404, -32001, "the session ended; open a new SSE stream")
                 gateway.metrics.rejected.labels("busy").inc()
                 return rpc_error(
@@ -243,5 +277,6 @@ def create_app(gateway: Gateway) -> QuartTrio:
                 )
         return Response("Accepted", status=202, content_type="text/plain")
 
+    register_streamable(app, gateway, resolve, rpc_error)
     return app
 

@@ -18,11 +18,16 @@ STREAM_HEADERS = {
 }
 
 
-def event(data: str | bytes, *, name: str | None = None, event_id: str | None = None) -> bytes:
-    """Frame one event."""
+def event(
+    data: str | bytes, *, name: str | None = None, event_id: str | None = None,
+    retry_ms: int | None = None,
+) -> bytes:
+    """Frame one event (``retry_ms`` tells the client how soon to reconnect)."""
     if isinstance(data, str):
         data = data.encode()
     parts: list[bytes] = []
+    if retry_ms is not None:
+        parts.append(b"retry: %d\n" % retry_ms)
     if event_id is not None:
         parts.append(b"id: " + event_id.encode() + b"\n")
     if name is not None:

@@ -59,6 +59,7 @@ TOOLS = [
     _tool("test_tool_with_logging", "Tests tool that emits log messages during execution"),
     _tool("test_tool_with_progress", "Tests tool that reports progress notifications"),
     _tool("test_error_handling", "Tests error response handling"),
+    _tool("test_reconnection", "Answers after a pause, so the stream can be closed and resumed"),
     _tool("test_sampling", "Tests server-initiated sampling",
           {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}),
     _tool("test_elicitation", "Tests server-initiated elicitation",
@@ -314,6 +315,12 @@ class ConformanceServer(Server):
             result = reply.get("result") or {}
             content = json.dumps(result.get("content") or {}, separators=(",", ":"))
             return text(f"{prefix}: action={result.get('action')}, content={content}")
+        if name == "test_reconnection":
+            # The reference closes its stream here; through the gateway the
+            # stream's life is the gateway's business (gateway.sse_poll_s).
+            time.sleep(0.3)
+            return text("Reconnection test completed successfully. If you received this, the "
+                        "client properly reconnected after stream closure.")
         if name == "json_schema_2020_12_tool":
             return text(f"JSON Schema 2020-12 tool called with: {json.dumps(args)}")
         return {"content": [{"type": "text", "text": f"unknown tool: {name}"}], "isError": True}
