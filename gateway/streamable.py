@@ -149,7 +149,11 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
             if stream.finished and not stream.has_non_response():
                 replies = [m for _, m in stream.events]
                 if not replies:
-                    return rpc_error(404, -32001, "the session ended before answering")
+                    if session.closing:
+                        return rpc_error(404, -32001, "the session ended before answering")
+                    # Cancelled by the client: no response is due; the stream just ends.
+                    return await stream_response(session, stream, 0, priming=False,
+                                                 headers=headers)
                 stream.delivered = stream.next_seq - 1
                 body = replies if batch else replies[0]
                 return Response(

@@ -50,3 +50,27 @@ async def test_inspector_cli_wrong_key_fails_fast(start_gateway: StartGateway) -
         )
     assert code != 0
     assert "tools" not in out
+
+
+async def test_inspector_cli_over_streamable_http(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    url = f"{gw.url}/projects/demo/servers/demo/mcp"
+    auth = f"Authorization: Bearer {gw.keys['demo']}"
+    base = ["--cli", url, "--transport", "http", "--header", auth]
+    with trio.fail_after(120):
+        code, out, err = await inspector(*base, "--method", "tools/list")
+        assert code == 0, (out, err)
+        assert {"echo", "add"} <= {t["name"] for t in json.loads(out)["tools"]}
+        code, out, err = await inspector(
+            *base, "--method", "tools/call", "--tool-name", "add", "--tool-arg", "a=2", "b=3"
+        )
+        assert code == 0, (out, err)
+        assert json.loads(out)["content"][0]["text"] == "5"
+        code, out, err = await inspector(*base, "--method", "resources/read", "--uri",
+                                         "demo://greeting")
+        assert code == 0, (out, err)
+        assert json.loads(out)["contents"][0]["text"] == "Hello from mcp-orch-demo"
+        code, out, err = await inspector(*base, "--method", "prompts/get", "--prompt-name",
+                                         "greet", "--prompt-args", "name=Grace")
+        assert code == 0, (out, err)
+        assert json.loads(out)["messages"][0]["content"]["text"] == "Say hello to Grace"

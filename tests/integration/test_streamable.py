@@ -1,0 +1,221 @@
+"""Streamable HTTP on the wire: status codes, session lifecycle, JSON vs SSE, resumption, CORS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import trio
+
+from tests.conftest import StartGateway
+from tests.support import RunningGateway
+
+ACCEPT = "application/json, text/event-stream"
+
+
+def mcp_url(gw: RunningGateway) -> str:
+    return f"{gw.url}/projects/demo/servers/demo/mcp"
+
+
+def headers(gw: RunningGateway, session: str | None = None, version: str | None = None,
+            **extra: str) -> dict[str, str]:
+    h = {**gw.auth(), "Accept": ACCEPT, "Content-Type": "application/json", **extra}
+    if session:
+        h["Mcp-Session-Id"] = session
+    if version:
+        h["MCP-Protocol-Version"] = version
+    return h
+
+
+def rpc(msg_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def sse_messages(text: str) -> list[tuple[str | None, dict[str, Any] | None]]:
+    """(event id, parsed data or None for an empty data field) for each event."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+        if not lines:
+            continue
+        event_id = next((line[4:] for line in lines if line.startswith("id: ")), None)
+        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+        out.append((event_id, json.loads(data) if data.strip() else None))
+    return out
+
+
+async def initialize(http: httpx.AsyncClient, gw: RunningGateway, version: str) -> str:
+    r = await http.post(mcp_url(gw), headers=headers(gw), json=rpc(0, "initialize", {
+        "protocolVersion": version, "capabilities": {},
+        "clientInfo": {"name": "tests", "version": "0"}}))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["result"]["protocolVersion"] == version
+    session = r.headers["mcp-session-id"]
+    assert session.isascii() and session.isprintable()
+    r = await http.post(mcp_url(gw), headers=headers(gw, session, version),
+                        json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert r.status_code == 202 and r.content == b""
+    return session
+
+
+async def test_session_lifecycle_and_status_codes(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-06-18")
+        h = headers(gw, session, "2025-06-18")
+        r = await http.post(mcp_url(gw), headers=h, json=rpc(1, "tools/list"))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        assert {"echo", "sleep"} <= {t["name"] for t in r.json()["result"]["tools"]}
+        # Missing session → 400; unknown → 404.
+        r = await http.post(mcp_url(gw), headers=headers(gw), json=rpc(2, "tools/list"))
+        assert r.status_code == 400
+        r = await http.post(mcp_url(gw), headers=headers(gw, "nope"), json=rpc(2, "tools/list"))
+        assert r.status_code == 404
+        # Accept, Content-Type, protocol version, parse errors, batches.
+        r = await http.post(mcp_url(gw), headers={**h, "Accept": "application/json"},
+                            json=rpc(3, "ping"))
+        assert r.status_code == 406
+        r = await http.post(mcp_url(gw), headers={**h, "Content-Type": "text/plain"},
+                            content=json.dumps(rpc(3, "ping")))
+        assert r.status_code == 415
+        r = await http.post(mcp_url(gw), headers={**h, "MCP-Protocol-Version": "1999-01-01"},
+                            json=rpc(3, "ping"))
+        assert r.status_code == 400 and "1999-01-01" in r.json()["error"]["message"]
+        r = await http.post(mcp_url(gw), headers=h, content=b"{oops")
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32700
+        r = await http.post(mcp_url(gw), headers=h, json=[rpc(4, "ping"), rpc(5, "ping")])
+        assert r.status_code == 400 and "batch" in r.json()["error"]["message"]
+        # Errors from the upstream are JSON-RPC errors with status 200.
+        r = await http.post(mcp_url(gw), headers=h, json=rpc(6, "no/such"))
+        assert r.status_code == 200 and r.json()["error"]["code"] == -32601
+        # A second standalone GET stream is refused while the first is open.
+        async with http.stream("GET", mcp_url(gw), headers={**h, "Accept": "text/event-stream"}) as g:
+            assert g.status_code == 200
+            r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream"})
+            assert r.status_code == 409
+        # DELETE ends the session; then it is 404.
+        r = await http.delete(mcp_url(gw), headers=h)
+        assert r.status_code == 200
+        r = await http.post(mcp_url(gw), headers=h, json=rpc(7, "tools/list"))
+        assert r.status_code == 404
+
+
+async def test_batches_in_2025_03_26(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-03-26")
+        h = headers(gw, session, "2025-03-26")
+        batch = [rpc("a", "tools/call", {"name": "echo", "arguments": {"text": "one"}}),
+                 rpc("b", "tools/call", {"name": "echo", "arguments": {"text": "two"}})]
+        r = await http.post(mcp_url(gw), headers=h, json=batch)
+        assert r.status_code == 200, r.text
+        replies = {m["id"]: m["result"]["content"][0]["text"] for m in r.json()}
+        assert replies == {"a": "one", "b": "two"}
+
+
+async def test_progress_makes_the_answer_an_sse_stream(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-06-18")
+        r = await http.post(
+            mcp_url(gw), headers=headers(gw, session, "2025-06-18"),
+            json=rpc(9, "tools/call", {"name": "sleep", "arguments": {"seconds": 0.3},
+                                       "_meta": {"progressToken": "p"}}),
+        )
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [m for _, m in sse_messages(r.text) if m is not None]
+        assert events[0]["method"] == "notifications/progress"
+        assert events[0]["params"]["progressToken"] == "p"
+        assert events[-1]["id"] == 9 and "result" in events[-1]
+
+
+async def test_dropped_stream_is_resumed_and_the_result_arrives_exactly_once(
+    start_gateway: StartGateway,
+) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-11-25")
+        h = headers(gw, session, "2025-11-25")
+        call = rpc("call-1", "tools/call", {"name": "sleep", "arguments": {"seconds": 1.0}})
+        async with http.stream("POST", mcp_url(gw), headers=h, json=call) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = r.aiter_lines()
+            priming = [await lines.__anext__() for _ in range(4)]
+        # The priming event: an id, a retry hint and empty data; then we hang up mid-call.
+        assert priming[0].startswith("retry: ")
+        assert priming[1].startswith("id: ")
+        assert priming[2] == "data: "
+        last_event_id = priming[1][4:]
+        await trio.sleep(1.3)  # the call finishes while nobody is listening
+        r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream",
+                                                 "Last-Event-ID": last_event_id})
+        assert r.status_code == 200
+        replies = [m for _, m in sse_messages(r.text) if m and m.get("id") == "call-1"]
+        assert len(replies) == 1
+        assert replies[0]["result"]["content"][0]["text"] == "slept 1.0 s"
+        # An id the gateway never issued is a clear error, not an empty stream.
+        r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream",
+                                                 "Last-Event-ID": "999-1"})
+        assert r.status_code == 404 and "Last-Event-ID" in r.json()["error"]["message"]
+
+
+async def test_client_cancellation_over_streamable_http(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    supervisor = gw.gateway.servers[("demo", "demo")]
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-06-18")
+        h = headers(gw, session, "2025-06-18")
+        async with trio.open_nursery() as nursery:
+            async def slow_call() -> None:
+                await http.post(mcp_url(gw), headers=h, json=rpc(
+                    5, "tools/call", {"name": "sleep", "arguments": {"seconds": 30}}))
+
+            nursery.start_soon(slow_call)
+            with trio.fail_after(5):
+                while supervisor.upstream is None or supervisor.upstream.in_flight == 0:
+                    await trio.sleep(0.01)
+            r = await http.post(mcp_url(gw), headers=h, json={
+                "jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": 5}})
+            assert r.status_code == 202
+            with trio.fail_after(3):
+                while supervisor.upstream.in_flight:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+
+async def test_origin_host_and_cors(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    async with httpx.AsyncClient(timeout=20) as http:
+        init = rpc(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                     "clientInfo": {"name": "t", "version": "0"}})
+        r = await http.post(mcp_url(gw), headers=headers(gw, Origin="http://evil.example"),
+                            json=init)
+        assert r.status_code == 403
+        r = await http.post(mcp_url(gw), headers=headers(gw, Host="evil.example"), json=init)
+        assert r.status_code == 421
+        r = await http.get(gw.sse_url(), headers={**gw.auth(), "Origin": "http://evil.example"})
+        assert r.status_code == 403
+        # A browser preflight from MCP Inspector's UI (a loopback origin), no credentials.
+        r = await http.options(mcp_url(gw), headers={
+            "Origin": "http://localhost:6274", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, mcp-session-id, "
+                                              "mcp-protocol-version, last-event-id, mcp-param-x"})
+        assert r.status_code == 204
+        assert r.headers["access-control-allow-origin"] == "http://localhost:6274"
+        allowed = r.headers["access-control-allow-headers"].lower()
+        for name in ("authorization", "content-type", "mcp-session-id", "mcp-protocol-version",
+                     "last-event-id", "mcp-param-x"):
+            assert name in allowed
+        assert "POST" in r.headers["access-control-allow-methods"]
+        r = await http.post(mcp_url(gw), headers=headers(gw, Origin="http://localhost:6274"),
+                            json=init)
+        assert r.status_code == 200
+        exposed = r.headers["access-control-expose-headers"].lower()
+        assert "mcp-session-id" in exposed and "www-authenticate" in exposed
+        assert r.headers["access-control-allow-origin"] == "http://localhost:6274"
