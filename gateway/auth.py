@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -54,3 +55,38 @@ class KeyVerifier:
             self._cache.clear()
         self._cache[digest] = (project, now + self.ttl_s)
         return project
+
+
+@attrs.frozen
+class Denied:
+    """Why a request may not proceed: the HTTP status, a message, extra headers."""
+
+    status: int
+    message: str
+    headers: dict[str, str] = attrs.field(factory=dict)
+
+
+async def check_project_access(gateway: Any, project_name: str, authorization: str | None) -> Denied | None:
+    """Apply the project's auth rule to an ``Authorization`` header value.
+
+    ``None`` when allowed. A missing or invalid key is 401 with
+    ``WWW-Authenticate``; a valid key of another project — or of no
+    existing project — is 404, so nothing about other projects leaks.
+    """
+    project = gateway.project(project_name)
+    if project is not None and project.auth == "none":
+        return None
+    key = bearer_token(authorization)
+    if key is None:
+        gateway.metrics.rejected.labels("auth").inc()
+        return Denied(401, "missing API key: send 'Authorization: Bearer <key>'",
+                      {"WWW-Authenticate": 'Bearer realm="mcp-orch"'})
+    owner = await gateway.keys.project_for(key)
+    if owner is None:
+        gateway.metrics.rejected.labels("auth").inc()
+        return Denied(401, "invalid API key",
+                      {"WWW-Authenticate": 'Bearer realm="mcp-orch", error="invalid_token"'})
+    if project is None or owner != project_name:
+        gateway.metrics.rejected.labels("auth").inc()
+        return Denied(404, f"no project {project_name!r}")
+    return None

@@ -263,7 +263,7 @@ async def run_gateway(
     ``started`` with the :class:`Gateway` once the HTTP listener is bound
     (``gateway.url`` holds the bound address, useful with port 0).
     """
-    from .app import create_app  # the app imports the runtime's types
+    from .app import create_asgi  # the app imports the runtime's types
 
     settings = config.gateway
     for project in config.projects.values():
@@ -299,11 +299,12 @@ async def run_gateway(
             registry.observer = gateway.observe_request
             metrics.attach(gateway)
             await gateway.start_servers()
-            app = create_app(gateway)
+            app = create_asgi(gateway)
             hyper = hypercorn.config.Config()
             hyper.bind = [_bind(settings.host, settings.port)]
             hyper.graceful_timeout = 5.0
             hyper.keep_alive_timeout = 75.0
+            hyper.backlog = 2048  # bursts of clients connecting at once
             hyper.errorlog = logging.getLogger("hypercorn.error")
             hyper.accesslog = None
 

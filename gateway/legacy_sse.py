@@ -1,0 +1,250 @@
+"""The legacy HTTP+SSE transport (MCP 2024-11-05), served as raw ASGI on the hot path.
+
+Wire behaviour, as the reference SDKs and MCP Inspector speak it:
+
+* ``GET …/sse`` opens a session and its stream. The first event is
+  ``event: endpoint`` whose data is a plain URI (not JSON-RPC) carrying
+  ``sessionId``; clients resolve it against the SSE URL, so it is a path
+  without scheme or host (never ``0.0.0.0`` or an internal name).
+* ``POST …/messages?sessionId=`` (the Python SDK says ``session_id``; both
+  are accepted) takes one message — or a batch — and answers ``202``. Every
+  response travels on the stream as ``event: message``. A well-formed message
+  that leads to a JSON-RPC error still gets ``202``: the Python SDK client
+  dies on any non-2xx POST, so the error goes on the stream.
+* Keep-alive comments every ``keepalive_s`` keep idle streams open through
+  Node's 5-minute idle timeout and proxies.
+
+Why raw ASGI: per call these two routes are the whole cost of the gateway,
+and profiling showed Quart's request and response machinery taking most of
+it (see README, "Benchmarks"). Here each request is a regex match, a header
+scan and a direct ``send``. Everything else stays in the Quart app, which
+this class falls through to.
+
+The stream only moves frames from the session's outbox; the session actor
+owns all cleanup (``actors/session.py``). A client that disconnects is seen
+as ``http.disconnect`` on ``receive``, which cancels the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from upstream import jsonrpc
+
+from . import sse
+from .auth import check_project_access
+from .origin import OriginPolicy, cors_headers
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+ROUTE = re.compile(r"^/projects/([^/]+)/servers/([^/]+)/(sse|messages)$")
+_STREAM_HEADERS = [(k.lower().encode(), v.encode()) for k, v in sse.STREAM_HEADERS.items()]
+
+
+def _error_body(code: int, message: str) -> bytes:
+    return jsonrpc.dumps(jsonrpc.error_response(None, code, message))
+
+
+class LegacySse:
+    """ASGI app: the legacy SSE routes; any other request goes to ``fallback``."""
+
+    def __init__(self, fallback: Any, gateway: Any, policy: OriginPolicy) -> None:
+        self.fallback = fallback
+        self.gateway = gateway
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            match = ROUTE.match(scope["path"])
+            if match is not None:
+                kind = match[3]
+                if (kind, scope["method"]) in (("sse", "GET"), ("messages", "POST")):
+                    await self._handle(kind, match[1], match[2], scope, receive, send)
+                    return
+        await self.fallback(scope, receive, send)
+
+    async def _reply(
+        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+        content_type: bytes = b"application/json",
+    ) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type),
+                                (b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(
+        self, kind: str, project: str, server: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        gateway = self.gateway
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in (b"host", b"origin", b"authorization", b"content-length"):
+                headers[name] = value
+        host = headers[b"host"].decode("latin-1") if b"host" in headers else None
+        origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
+        extra: list[tuple[bytes, bytes]] = []
+        if not self.policy.host_ok(host):
+            gateway.metrics.rejected.labels("host").inc()
+            await self._reply(send, 421, _error_body(
+                jsonrpc.INVALID_REQUEST, f"Host {host!r} is not served here"), [])
+            return
+        if origin is not None:
+            if not self.policy.origin_ok(origin, host):
+                gateway.metrics.rejected.labels("origin").inc()
+                await self._reply(send, 403, _error_body(
+                    jsonrpc.INVALID_REQUEST, f"Origin {origin!r} is not allowed"), [])
+                return
+            extra = [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
+        authorization = headers.get(b"authorization")
+        denied = await check_project_access(
+            gateway, project, authorization.decode("latin-1") if authorization else None
+        )
+        if denied is not None:
+            await self._reply(send, denied.status, _error_body(-32001, denied.message), [
+                *((k.lower().encode(), v.encode()) for k, v in denied.headers.items()), *extra])
+            return
+        found = gateway.server(project, server)
+        if found is None:
+            await self._reply(send, 404, _error_body(
+                -32001, f"no server {server!r} in project {project!r}"), extra)
+            return
+        if kind == "sse":
+            await self._stream(project, server, found, receive, send, extra)
+        else:
+            await self._message(project, server, scope, headers, receive, send, extra)
+
+    async def _stream(
+        self, project: str, server: str, found: Any, receive: Receive, send: Send,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        gateway = self.gateway
+        settings = gateway.config.gateway
+        if gateway.draining:
+            gateway.metrics.rejected.labels("draining").inc()
+            await self._reply(send, 503, _error_body(
+                jsonrpc.UPSTREAM_UNAVAILABLE, "the gateway is shutting down"),
+                [(b"retry-after", b"5"), *extra])
+            return
+        config, supervisor = found
+        session = gateway.registry.new_session(
+            project, config, supervisor, "sse", outbox_size=settings.session_queue
+        )
+        frames = gateway.metrics.stream_frames.labels("sse")
+        sent_bytes = gateway.metrics.stream_bytes.labels("sse")
+        endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_disconnect)
+                await gateway.registry.start(session)
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*_STREAM_HEADERS, *extra]})
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": sse.event(endpoint, name="endpoint")})
+                log.info("sse session %s opened for %s/%s", session.session_id, project, server)
+                receive_message = session.outbound_recv.receive
+                keepalive_s = settings.keepalive_s
+                try:
+                    while True:
+                        message = None
+                        with trio.move_on_after(keepalive_s):
+                            message = await receive_message()
+                        if message is None:
+                            frame = sse.KEEPALIVE
+                        else:
+                            frame = sse.event(jsonrpc.dumps(message), name="message")
+                            frames.inc()
+                            sent_bytes.inc(len(frame))
+                        await send({"type": "http.response.body", "body": frame,
+                                    "more_body": True})
+                except trio.EndOfChannel:
+                    log.info("sse session %s ended: %s", session.session_id, session.close_reason)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                nursery.cancel_scope.cancel()
+        finally:
+            session.close("the client disconnected")
+
+    async def _message(
+        self, project: str, server: str, scope: Scope, headers: dict[bytes, bytes],
+        receive: Receive, send: Send, extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        gateway = self.gateway
+        limit = gateway.config.gateway.max_body_bytes
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        session_id = (query.get("sessionId") or query.get("session_id") or [""])[0]
+        if not session_id:
+            await self._reply(send, 400, _error_body(
+                jsonrpc.INVALID_REQUEST, "missing sessionId query parameter"), extra)
+            return
+        session = gateway.registry.get(session_id)
+        if session is None or session.project != project or session.config.name != server:
+            gateway.metrics.rejected.labels("session").inc()
+            await self._reply(send, 404, _error_body(
+                -32001, "unknown or ended session; open a new SSE stream"), extra)
+            return
+        declared = headers.get(b"content-length")
+        too_large = _error_body(jsonrpc.INVALID_REQUEST, f"request body exceeds {limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            gateway.metrics.rejected.labels("size").inc()
+            await self._reply(send, 413, too_large, extra)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                gateway.metrics.rejected.labels("size").inc()
+                await self._reply(send, 413, too_large, extra)
+                return
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                break
+        try:
+            parsed = jsonrpc.loads(b"".join(chunks))
+        except jsonrpc.InvalidMessage as exc:
+            await self._reply(send, 400, _error_body(jsonrpc.PARSE_ERROR, f"parse error: {exc}"),
+                              extra)
+            return
+        batch = parsed if isinstance(parsed, list) else [parsed]
+        if not batch:
+            await self._reply(send, 400, _error_body(jsonrpc.INVALID_REQUEST, "empty batch"), extra)
+            return
+        for message in batch:
+            try:
+                jsonrpc.classify(message)
+            except jsonrpc.InvalidMessage as exc:
+                await self._reply(send, 400, _error_body(
+                    jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}"), extra)
+                return
+        for message in batch:
+            if not await session.submit(message):
+                if session.closing:
+                    await self._reply(send, 404, _error_body(
+                        -32001, "the session ended; open a new SSE stream"), extra)
+                    return
+                gateway.metrics.rejected.labels("busy").inc()
+                await self._reply(send, 503, _error_body(
+                    jsonrpc.SESSION_BUSY, "session inbox full; retry"),
+                    [(b"retry-after", b"1"), *extra])
+                return
+        await self._reply(send, 202, b"Accepted", extra, b"text/plain")
+
