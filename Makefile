@@ -1,5 +1,5 @@
 # mcp-orch — `make run` serves the example config; `make test` runs every test.
-.PHONY: setup run test lint
+.PHONY: setup run test lint bench
 
 setup:
 	@bash scripts/setup.sh
@@ -12,3 +12,6 @@ test: setup
 
 lint: setup
 	@.venv/bin/ruff check gateway actors upstream config tests
+
+bench: setup
+	@bash scripts/bench.sh

@@ -113,6 +113,18 @@ def gateway(tmp: Path):  # noqa: ANN201
 
 
 @contextmanager
+def trivial():  # noqa: ANN201
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.trivial_server", str(port)], cwd=REPO)
+    try:
+        wait_port(port)
+        yield {"port": port, "pid": proc.pid}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
 def proxy():  # noqa: ANN201
     port = free_port()
     proc = subprocess.Popen(
@@ -205,7 +217,7 @@ def run(smoke: bool, out_dir: Path) -> JSON:
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = Path(tempfile.mkdtemp(prefix="mcp-orch-bench-"))
     targets: dict[str, JSON] = {"direct": {"kind": "direct", "command": ECHO}}
-    with gateway(tmp) as gw, proxy() as px:
+    with gateway(tmp) as gw, proxy() as px, trivial() as tv:
         auth = {"Authorization": f"Bearer {gw['key']}"}
         base = {"host": "127.0.0.1"}
         targets["orch-sse"] = {**base, "kind": "sse", "port": gw["port"], "headers": auth,
@@ -216,12 +228,15 @@ def run(smoke: bool, out_dir: Path) -> JSON:
                                 "sse_path": "/sse"}
         targets["proxy-http"] = {**base, "kind": "http", "port": px["port"], "headers": {},
                                  "mcp_path": "/mcp"}
+        targets["ceiling"] = {**base, "kind": "ceiling", "port": tv["port"]}
         results["targets"] = {k: {kk: vv for kk, vv in v.items() if kk != "headers"}
                               for k, v in targets.items()}
 
         # 1. sequential round trips
         seq: JSON = {}
         for name, target in targets.items():
+            if name == "ceiling":
+                continue
             runs = [loadgen("sequential", target, n=seq_n) for _ in range(reps)]
             seq[name] = {
                 "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in runs),
@@ -229,7 +244,7 @@ def run(smoke: bool, out_dir: Path) -> JSON:
                 "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in runs),
                 "raw_ms": [r["raw_ms"] for r in runs],
             }
-        for name in targets:
+        for name in seq:
             seq[name]["overhead_ms"] = round(seq[name]["p50_ms"] - seq["direct"]["p50_ms"], 3)
         results["sequential"] = seq
 
@@ -309,8 +324,12 @@ def table(r: JSON) -> str:
     lines = ["| target | p50 ms | p99 ms | overhead p50 ms | " +
              " | ".join(f"calls/s @{k}" for k in next(iter(thr.values()))) + " |",
              "|---|---|---|---|" + "---|" * len(next(iter(thr.values())))]
-    for name in seq:
+    for name in [*seq, "ceiling"]:
         t = thr.get(name, {})
+        if name not in seq:
+            cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values())
+            lines.append(f"| load generator ceiling (trivial endpoint) | — | — | — | {cells} |")
+            continue
         cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values()) if t else \
             " | ".join("—" for _ in next(iter(thr.values())))
         lines.append(f"| {name} | {seq[name]['p50_ms']:.3f} | {seq[name]['p99_ms']:.3f} | "

@@ -34,6 +34,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$py_stam
   echo "$py_stamp" > .venv/.stamp
 fi
 
+# --- the benchmark baseline (mcp-proxy, PyPI) in a virtualenv of its own --------
+# It needs the official SDK 1.x; ours is 2.x, so they cannot share an environment.
+if [ ! -x .venv-baseline/bin/mcp-proxy ]; then
+  say "installing the benchmark baseline (mcp-proxy) into .venv-baseline"
+  "$PY" -m venv .venv-baseline
+  .venv-baseline/bin/python -m pip install --quiet "mcp-proxy==0.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv-baseline/bin/mcp-proxy --version >/dev/null || { say "mcp-proxy did not install"; exit 1; }
+fi
+
 # --- Node >= 22 ---------------------------------------------------------------
 node_major() { "${1:-node}" --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/' || echo 0; }
 NODE22_BIN=$ROOT/.tools/node22/node_modules/.bin
