@@ -360,7 +360,14 @@ class Session:
         except UpstreamError as exc:
             return jsonrpc.error_response(message["id"], exc.code, str(exc))
         sent = trio.current_time()
-        reply = await upstream.call(self, message, self.config.request_timeout_s)
+        method = message["method"]
+        timeout_s = self.config.request_timeout_s
+        if method == "resources/subscribe":
+            reply = await upstream.subscribe(self, message, timeout_s)
+        elif method == "resources/unsubscribe":
+            reply = await upstream.unsubscribe(self, message, timeout_s)
+        else:
+            reply = await upstream.call(self, message, timeout_s)
         timing.append(trio.current_time() - sent)
         return reply
 

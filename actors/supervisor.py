@@ -71,6 +71,8 @@ class ServerSupervisor:
     first_attempt_done: bool = False
     upstream: Upstream | None = None
     sessions: dict[str, SessionPeer] = attrs.field(factory=dict)
+    #: Resource URI → subscribed session ids; outlives restarts (see ``Upstream.subscribe``).
+    subscriptions: dict[str, set[str]] = attrs.field(factory=dict)
     #: The last lines the server wrote to stderr, across restarts (crash output stays visible).
     stderr_tail: collections.deque[str] = attrs.field(
         factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -101,6 +103,13 @@ class ServerSupervisor:
 
     def detach(self, session: SessionPeer) -> None:
         self.sessions.pop(session.session_id, None)
+        if self.upstream is not None:
+            self.upstream.drop_subscriber(session.session_id)
+        else:
+            for uri, holders in list(self.subscriptions.items()):
+                holders.discard(session.session_id)
+                if not holders:
+                    del self.subscriptions[uri]
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view for ``/health``: state, restarts, pid, sessions."""
@@ -230,6 +239,7 @@ class ServerSupervisor:
                 sessions=self.sessions,
                 stderr_tail=self.stderr_tail,
                 client_capabilities=self.client_capabilities,
+                subscriptions=self.subscriptions,
             ) as upstream:
                 process = upstream.process
                 self.upstream = upstream

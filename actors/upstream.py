@@ -13,12 +13,18 @@ Routing of what the upstream sends on its own:
 * ``notifications/progress`` → the session whose request owns the token, and
   that request's deadline is extended (long calls that report progress live);
 * ``notifications/cancelled`` → the session that holds the upstream's request;
-* other notifications (``list_changed``, ``message``, ``resources/updated``)
-  → every attached session;
+* ``notifications/resources/updated`` → the sessions subscribed to that URI;
+* other notifications (``list_changed``, ``message``) → every attached session;
 * requests (``sampling/createMessage``, ``roots/list``, ``elicitation/create``)
   → the one attached session with a request in flight on this upstream. When
   zero or several sessions qualify the request is ambiguous, and the upstream
   gets a JSON-RPC error instead of a guess.
+
+Subscriptions are shared: the first session to subscribe to a URI sends
+``resources/subscribe`` upstream, later ones are recorded by the gateway, and
+``resources/unsubscribe`` goes upstream only when the last subscriber leaves
+(or its session ends). The record outlives a restart, and a restarted
+process is subscribed again.
 
 Resource handling: :func:`open_upstream` owns the process and the actor's
 tasks; leaving its block stops both. Requests still waiting when the process
@@ -98,6 +104,8 @@ class Upstream:
     close_reason: str = ""
     #: Number of tools the upstream lists (``None`` until known); kept fresh on list_changed.
     tools_count: int | None = None
+    #: Resource URI → ids of the sessions subscribed to it (shared with the supervisor).
+    subscriptions: dict[str, set[str]] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
 
     @property
@@ -217,6 +225,54 @@ class Upstream:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     await self._cancel_upstream(gid, "cancelled by the client")
 
+    async def subscribe(
+        self, session: SessionPeer, message: jsonrpc.Message, timeout_s: float
+    ) -> jsonrpc.Message:
+        """``resources/subscribe``: sent upstream only for the URI's first subscriber."""
+        uri = _uri_of(message)
+        holders = self.subscriptions.get(uri) if uri is not None else None
+        if holders:
+            holders.add(session.session_id)
+            return jsonrpc.result_response(message["id"], {})
+        reply = await self.call(session, message, timeout_s)
+        if uri is not None and "result" in reply:
+            self.subscriptions.setdefault(uri, set()).add(session.session_id)
+        return reply
+
+    async def unsubscribe(
+        self, session: SessionPeer, message: jsonrpc.Message, timeout_s: float
+    ) -> jsonrpc.Message:
+        """``resources/unsubscribe``: sent upstream only when the last subscriber leaves."""
+        uri = _uri_of(message)
+        holders = self.subscriptions.get(uri) if uri is not None else None
+        if holders is None or session.session_id not in holders:
+            return await self.call(session, message, timeout_s)
+        holders.discard(session.session_id)
+        if holders:
+            return jsonrpc.result_response(message["id"], {})
+        del self.subscriptions[uri]  # type: ignore[arg-type]
+        return await self.call(session, message, timeout_s)
+
+    def drop_subscriber(self, session_id: str) -> None:
+        """A session ended: forget its subscriptions; unsubscribe URIs nobody holds now."""
+        for uri, holders in list(self.subscriptions.items()):
+            holders.discard(session_id)
+            if not holders:
+                del self.subscriptions[uri]
+                if self._nursery is not None and not self.closed.is_set():
+                    self._nursery.start_soon(self._unsubscribe_quietly, uri)
+
+    async def _unsubscribe_quietly(self, uri: str) -> None:
+        with contextlib.suppress(trio.TooSlowError, trio.BrokenResourceError,
+                                 trio.ClosedResourceError):
+            await self.request_internal("resources/unsubscribe", {"uri": uri}, 10.0)
+
+    async def _resubscribe(self) -> None:
+        for uri in list(self.subscriptions):
+            with contextlib.suppress(trio.TooSlowError, trio.BrokenResourceError,
+                                     trio.ClosedResourceError):
+                await self.request_internal("resources/subscribe", {"uri": uri}, 10.0)
+
     async def _cancel_upstream(self, gid: int, reason: str) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._writer_send.send(
@@ -282,6 +338,13 @@ class Upstream:
             # The upstream withdrew one of its own requests: tell whoever holds it.
             for session in list(self.sessions.values()):
                 session.deliver(message)
+            return
+        if method == "notifications/resources/updated" and isinstance(params, dict):
+            holders = self.subscriptions.get(params.get("uri"), ())  # type: ignore[arg-type]
+            for session_id in list(holders):
+                session = self.sessions.get(session_id)
+                if session is not None:
+                    session.deliver(message)
             return
         if method == "notifications/tools/list_changed" and self._nursery is not None:
             self._nursery.start_soon(self.refresh_tools)
@@ -367,6 +430,12 @@ async def _initialize(
     await upstream._writer_send.send(jsonrpc.notification("notifications/initialized"))
 
 
+def _uri_of(message: jsonrpc.Message) -> str | None:
+    params = message.get("params")
+    uri = params.get("uri") if isinstance(params, dict) else None
+    return uri if isinstance(uri, str) else None
+
+
 @attrs.define(eq=False)
 class _NoSession:
     session_id: str = ""
@@ -391,6 +460,7 @@ async def open_upstream(
     sessions: dict[str, SessionPeer] | None = None,
     stderr_tail: collections.deque[str] | None = None,
     client_capabilities: dict[str, Any] | None = None,
+    subscriptions: dict[str, set[str]] | None = None,
 ) -> AsyncIterator[Upstream]:
     """Start and initialize an upstream; yield its handle while it lives.
 
@@ -406,6 +476,8 @@ async def open_upstream(
         upstream = Upstream(name, process, writer_send)
         if sessions is not None:
             upstream.sessions = sessions  # shared with the supervisor across restarts
+        if subscriptions is not None:
+            upstream.subscriptions = subscriptions
 
         async def watch() -> None:
             reason = ""
@@ -454,6 +526,8 @@ async def open_upstream(
                         + (f" (stderr: {tail})" if tail else ""),
                     )
                 nursery.start_soon(upstream.refresh_tools)
+                if upstream.subscriptions:  # a restart: subscribe the new process again
+                    nursery.start_soon(upstream._resubscribe)
                 try:
                     yield upstream
                 finally:

@@ -34,14 +34,16 @@ class HttpError(Exception):
 class Conn:
     """One keep-alive HTTP/1.1 connection."""
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    def __init__(self, stream: trio.SocketStream, host: str, port: int) -> None:
         self.stream = stream
-        self.host = host
+        self.host = f"{host}:{port}"
+        self.addr = (host, port)
         self.buf = bytearray()
+        self.must_reconnect = False
 
     @classmethod
     async def open(cls, host: str, port: int) -> Conn:
-        return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
+        return cls(await trio.open_tcp_stream(host, port), host, port)
 
     async def _fill(self) -> None:
         data = await self.stream.receive_some(65536)
@@ -66,6 +68,11 @@ class Conn:
         return data
 
     async def send(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> None:
+        if self.must_reconnect:  # the server said "Connection: close" last time
+            await self.stream.aclose()
+            self.stream = await trio.open_tcp_stream(*self.addr)
+            self.buf.clear()
+            self.must_reconnect = False
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if body or method == "POST":
@@ -99,6 +106,8 @@ class Conn:
         await self.send(method, path, headers, body)
         status, rh = await self.head()
         data = b"".join([c async for c in self.chunks(rh)])
+        if rh.get("connection", "").lower() == "close":
+            self.must_reconnect = True
         return status, rh, data
 
     async def aclose(self) -> None:

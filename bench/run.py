@@ -81,6 +81,16 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def gateway(tmp: Path):  # noqa: ANN201
     port = free_port()
@@ -104,12 +114,7 @@ def gateway(tmp: Path):  # noqa: ANN201
         time.sleep(0.5)
         yield {"port": port, "pid": proc.pid, "key": key}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextmanager
@@ -137,12 +142,7 @@ def proxy():  # noqa: ANN201
         time.sleep(0.5)
         yield {"port": port, "pid": proc.pid}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def loadgen(scenario: str, target: JSON, **kw: Any) -> JSON:

@@ -305,6 +305,9 @@ async def run_gateway(
             hyper.graceful_timeout = 5.0
             hyper.keep_alive_timeout = 75.0
             hyper.backlog = 2048  # bursts of clients connecting at once
+            # An MCP session POSTs every message on one keep-alive connection;
+            # Hypercorn's default closes it after 1,000 requests.
+            hyper.keep_alive_max_requests = 1_000_000
             hyper.errorlog = logging.getLogger("hypercorn.error")
             hyper.accesslog = None
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-ruff check gateway actors upstream config tests
+ruff check gateway actors upstream config tests bench
 args=()
 if [ "${CI:-}" = "true" ]; then args+=(-p no:cacheprovider); fi
 exec python -m pytest "${args[@]}" "$@"

@@ -212,6 +212,15 @@ async def open_sse_session(
             await client.aclose()
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

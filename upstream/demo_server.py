@@ -57,6 +57,17 @@ TOOLS = [
         "inputSchema": {"type": "object", "properties": {"code": {"type": "integer"}}},
     },
     {
+        "name": "touch",
+        "description": "Report a resource as updated (to its subscribers).",
+        "inputSchema": {"type": "object", "properties": {"uri": {"type": "string"}},
+                        "required": ["uri"]},
+    },
+    {
+        "name": "subscriptions",
+        "description": "The resource URIs this server was asked to watch.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
         "name": "stderr",
         "description": "Write the text to the server's stderr.",
         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
@@ -78,6 +89,7 @@ class Server:
         self.cancelled: set[Any] = set()
         self.cancel_lock = threading.Lock()
         self.client_capabilities: dict[str, Any] = {}
+        self.watched: set[str] = set()  # resource URIs a client subscribed to
         self._replies: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._next_id = 0
 
@@ -141,7 +153,7 @@ class Server:
                 "protocolVersion": requested if requested in VERSIONS else "2025-06-18",
                 "capabilities": {
                     "tools": {"listChanged": True},
-                    "resources": {"subscribe": False, "listChanged": False},
+                    "resources": {"subscribe": True, "listChanged": False},
                     "prompts": {"listChanged": False},
                     "logging": {},
                 },
@@ -157,6 +169,13 @@ class Server:
         if method == "resources/list":
             return {"resources": [{"uri": GREETING_URI, "name": "greeting",
                                    "mimeType": "text/plain"}]}
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            uri = params.get("uri")
+            if not isinstance(uri, str):
+                raise InvalidParams("uri is required")
+            with self.cancel_lock:
+                (self.watched.add if method == "resources/subscribe" else self.watched.discard)(uri)
+            return {}
         if method == "resources/templates/list":
             return {"resourceTemplates": []}
         if method == "resources/read":
@@ -215,6 +234,13 @@ class Server:
             code = args.get("code", 1)
             sys.stdout.flush()
             os._exit(code if isinstance(code, int) else 1)
+        if name == "touch":
+            self.write({"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                        "params": {"uri": str(args.get("uri"))}})
+            return text("touched")
+        if name == "subscriptions":
+            with self.cancel_lock:
+                return text(json.dumps(sorted(self.watched)))
         if name == "stderr":
             print(str(args.get("text", "")), file=sys.stderr, flush=True)
             return text("ok")

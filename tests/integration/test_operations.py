@@ -18,6 +18,7 @@ from tests.conftest import StartGateway
 from tests.support import (
     DEMO_SERVER,
     REPO,
+    alive,
     demo_projects,
     gateway_process,
     open_sse_session,
@@ -25,14 +26,6 @@ from tests.support import (
 )
 
 ADMIN = "test-admin-token-0123456789"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _create_key(config: Path, project: str = "demo") -> str:
@@ -108,7 +101,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) 
         code = await gw.wait_exit(10)
         assert code == 0, "\n".join(gw.stderr[-20:])
         assert trio.current_time() - sent_at < 10
-    assert not _alive(upstream_pid)
+    assert not alive(upstream_pid)
 
 
 async def test_sigkill_of_the_gateway_leaves_no_upstream(tmp_path: Path) -> None:
@@ -121,11 +114,11 @@ async def test_sigkill_of_the_gateway_leaves_no_upstream(tmp_path: Path) -> None
             while (await _get(gw.url + "/ready")).status_code != 200:
                 await trio.sleep(0.05)
         pid = gw.health()["projects"]["demo"]["servers"]["demo"]["pid"]
-        assert _alive(pid)
+        assert alive(pid)
         gw.process.kill()
         await gw.wait_exit(5)
         with trio.fail_after(5):
-            while _alive(pid):
+            while alive(pid):
                 await trio.sleep(0.05)
 
 
@@ -216,7 +209,7 @@ async def test_status_needs_admin_token_and_sees_a_crash_within_a_second(
             await trio.sleep(0.05)
     assert server["protocol_version"] == "2025-11-25"
     assert server["server_info"]["name"] == "mcp-orch-demo"
-    assert server["tools"] == 6
+    assert server["tools"] == 8
     assert any("ready on stdio" in line for line in server["stderr_tail"])
     async with open_sse_session(gw.sse_url(), gw.auth()) as s:
         await s.initialize()

@@ -14,6 +14,7 @@ import trio
 from tests.conftest import StartGateway
 from tests.support import (
     RpcError,
+    alive,
     child_pids,
     count_tasks,
     demo_projects,
@@ -241,16 +242,8 @@ async def test_isolation_session_gives_each_session_its_own_process(
         assert health["projects"]["demo"]["servers"]["demo"]["instances"] == 2
     assert pids[0] != pids[1]
     with trio.fail_after(5):
-        while any(_alive(p) for p in pids):
+        while any(alive(p) for p in pids):
             await trio.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 async def test_kill_9_during_call_errors_fast_and_recovers(start_gateway: StartGateway) -> None:
@@ -367,3 +360,37 @@ async def test_health_lists_projects_and_servers(start_gateway: StartGateway) ->
         assert gw.keys["demo"] not in json.dumps(body)
         r = await http.get(gw.url + "/.well-known/oauth-authorization-server")
         assert r.status_code == 404
+
+
+async def test_resource_updates_reach_subscribed_sessions_only(start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+
+    async def watched(s: Any) -> list[str]:
+        result = await s.call("tools/call", {"name": "subscriptions", "arguments": {}})
+        return json.loads(result["content"][0]["text"])
+
+    async def updates(s: Any) -> int:
+        return sum(n["method"] == "notifications/resources/updated" for n in s.notifications)
+
+    uri = "demo://greeting"
+    async with open_sse_session(gw.sse_url(), gw.auth()) as a, open_sse_session(
+        gw.sse_url(), gw.auth()
+    ) as b:
+        for s in (a, b):
+            await s.initialize()
+        assert await a.call("resources/subscribe", {"uri": uri}) == {}
+        await a.call("tools/call", {"name": "touch", "arguments": {"uri": uri}})
+        await trio.sleep(0.2)
+        assert await updates(a) == 1 and await updates(b) == 0
+        # A second subscriber is recorded by the gateway; the upstream watches once.
+        assert await b.call("resources/subscribe", {"uri": uri}) == {}
+        await a.call("resources/unsubscribe", {"uri": uri})
+        assert await watched(a) == [uri]  # b still holds it
+        await a.call("tools/call", {"name": "touch", "arguments": {"uri": uri}})
+        await trio.sleep(0.2)
+        assert await updates(a) == 1 and await updates(b) == 1
+    # The last subscriber's session ended: the upstream is told to stop watching.
+    async with open_sse_session(gw.sse_url(), gw.auth()) as c:
+        with trio.fail_after(5):
+            while await watched(c):
+                await trio.sleep(0.05)

@@ -143,8 +143,6 @@ def text(value: str) -> dict[str, Any]:
 class ConformanceServer(Server):
     """The demo server's stdio machinery with the conformance fixtures instead of its tools."""
 
-    subscriptions: set[str]
-
     def log(self, level: str, data: Any) -> None:
         self.write({"jsonrpc": "2.0", "method": "notifications/message",
                     "params": {"level": level, "logger": "conformance-test-server", "data": data}})
@@ -177,9 +175,7 @@ class ConformanceServer(Server):
             uri = params.get("uri")
             if not isinstance(uri, str):
                 raise InvalidParams("uri is required")
-            subs = getattr(self, "subscriptions", set())
-            self.subscriptions = subs
-            (subs.add if method == "resources/subscribe" else subs.discard)(uri)
+            (self.watched.add if method == "resources/subscribe" else self.watched.discard)(uri)
             verb = "Subscribed to" if method == "resources/subscribe" else "Unsubscribed from"
             self.log("info", f"{verb} resource: {uri}")
             return {}
