@@ -9,6 +9,7 @@ silently), ``true`` is not an integer, and a string is not a list (``args =
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -20,8 +21,9 @@ from typing import Any
 import attrs
 import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn
 
-from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig
+from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig, env_refs
 
 
 class ConfigError(Exception):
@@ -105,6 +107,22 @@ def _literal_hook(tp: Any) -> Any:
     return structure
 
 
+def _table_hook(cl: type, conv: cattrs.Converter) -> Any:
+    """Structure an attrs class, first checking that the value is a table at all.
+
+    Without this, ``restart = 5`` fails deep inside cattrs with a TypeError
+    about iteration instead of saying that a table was expected.
+    """
+    structure_fields = make_dict_structure_fn(cl, conv, _cattrs_forbid_extra_keys=True)
+
+    def structure(value: Any, _: type) -> Any:
+        if not isinstance(value, Mapping):
+            raise _FieldError(f"expected a table, got {_describe(value)}")
+        return structure_fields(value, cl)
+
+    return structure
+
+
 def _converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(int, _strict_int)
@@ -114,6 +132,7 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _str_tuple)
     conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
     conv.register_structure_hook_factory(_is_literal, _literal_hook)
+    conv.register_structure_hook_factory(attrs.has, _table_hook)
     return conv
 
 
@@ -132,8 +151,14 @@ def _format(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
     if isinstance(exc, ForbiddenExtraKeysError):
-        fields = ", ".join(repr(f) for f in sorted(exc.extra_fields))
-        return f"unknown field {fields}"
+        known = [a.name for a in attrs.fields(exc.cl) if a.name != "name"]
+        parts = []
+        for field in sorted(exc.extra_fields):
+            close = difflib.get_close_matches(field, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parts.append(f"{field!r}{hint}")
+        expected = ", ".join(known)
+        return f"unknown field {', '.join(parts)}; expected one of: {expected}"
     return f"invalid value ({exc})"
 
 
@@ -153,10 +178,11 @@ def _table(raw: Any, source: str, where: str) -> dict[str, Any]:
     return raw
 
 
-def _name(name: str, source: str, where: str) -> None:
-    if not NAME_PATTERN.match(name):
+def _name(name: str, source: str, parent: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
-            f"{source}: {where}: the name {name!r} may only contain letters, digits, '_', '.', '-'"
+            f"{source}: {parent}: invalid name {name!r}: expected only letters, digits, "
+            "'_', '.', '-'"
         )
 
 
@@ -217,7 +243,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
     projects: dict[str, ProjectConfig] = {}
     for pname, praw in _table(data.get("projects", {}), source, "projects").items():
         where = f"projects.{pname}"
-        _name(pname, source, where)
+        _name(pname, source, "projects")
         praw = dict(_table(praw, source, where))
         servers_raw = _table(praw.pop("servers", {}), source, f"{where}.servers")
         if "name" in praw:
@@ -226,7 +252,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
         servers: dict[str, ServerConfig] = {}
         for sname, sraw in servers_raw.items():
             swhere = f"{where}.servers.{sname}"
-            _name(sname, source, swhere)
+            _name(sname, source, f"{where}.servers")
             sraw = dict(_table(sraw, source, swhere))
             if "name" in sraw:
                 raise ConfigError(
@@ -234,6 +260,11 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
                 )
             server = _structure({**sraw, "name": sname}, ServerConfig, source, swhere)
             _validate_server(server, source, swhere)
+            for key, value in server.env.items():
+                try:
+                    env_refs(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: {swhere}.env.{key}: {exc}") from None
             if server.cwd is not None and not Path(server.cwd).is_absolute():
                 server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
             servers[sname] = server

@@ -14,7 +14,8 @@ from typing import Literal
 import attrs
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: ``$${`` (escape), ``${NAME}`` (reference), or a bare ``${`` (malformed).
+_ENV_TOKEN = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 
 
 def _frozen_mapping(value: Mapping) -> Mapping:
@@ -102,25 +103,55 @@ class Config:
     source: str | None = None
 
 
-def expand_env(env: Mapping[str, str], environ: Mapping[str, str], where: str = "") -> dict[str, str]:
-    """Replace ``${VAR}`` in each value from ``environ``.
+def env_refs(value: str) -> list[str]:
+    """The variable names ``value`` refers to as ``${NAME}``, in order.
 
-    Error handling: a variable that is not set raises ``ConfigError`` naming
-    it (and ``where``, e.g. the server), rather than passing an empty secret.
+    ``$${`` is a literal ``${``. A ``${`` that does not form ``${NAME}``
+    (NAME = ``[A-Za-z_][A-Za-z0-9_]*``) raises ``ValueError``: a typo such as
+    ``${TOKEN`` must not reach a server as a literal placeholder.
+    """
+    names = []
+    for match in _ENV_TOKEN.finditer(value):
+        if match.group("name"):
+            names.append(match.group("name"))
+        elif match.group(0) != "$${":
+            raise ValueError(
+                f"malformed variable reference at {value[match.start():match.start() + 20]!r}: "
+                "expected ${NAME} with NAME of letters, digits and '_' (write $${ for a literal ${)"
+            )
+    return names
+
+
+def expand_env(
+    env: Mapping[str, str], environ: Mapping[str, str], where: str = ""
+) -> dict[str, str]:
+    """Replace ``${VAR}`` in each value from ``environ``; ``$${`` stays a literal ``${``.
+
+    Used when a server process is spawned, not at load time, so secrets
+    never sit in the config object. Error handling: a variable that is not
+    set (or a malformed reference) raises ``ConfigError`` naming it and
+    ``where`` (e.g. the server), rather than passing an empty secret.
     """
     from .loading import ConfigError
 
+    place = f"{where}: " if where else ""
     result = {}
     for key, value in env.items():
+        try:
+            env_refs(value)
+        except ValueError as exc:
+            raise ConfigError(f"{place}env.{key}: {exc}") from None
+
         def substitute(match: re.Match[str], key: str = key) -> str:
-            name = match.group(1)
+            name = match.group("name")
+            if not name:
+                return "${"
             if name not in environ:
-                place = f"{where}: " if where else ""
                 raise ConfigError(
                     f"{place}env.{key} refers to ${{{name}}}, which is not set in the "
                     "gateway's environment"
                 )
             return environ[name]
 
-        result[key] = _ENV_REF.sub(substitute, value)
+        result[key] = _ENV_TOKEN.sub(substitute, value)
     return result

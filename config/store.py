@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 hex digest stored for a key (or token) instead of the key."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -67,6 +68,7 @@ class Store:
 
     @classmethod
     def open(cls, state_dir: str | Path) -> Store:
+        """Open (creating directory, file and schema if needed) ``state_dir/mcp-orch.sqlite3``."""
         directory = Path(state_dir)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "mcp-orch.sqlite3"
@@ -79,9 +81,15 @@ class Store:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     db.execute(statement)
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                # A database from a newer (or unknown) release: refuse rather than
+                # read or write tables whose meaning may have changed.
+                raise RuntimeError(
+                    f"{path}: schema version {row[0]}, this mcp-orch understands {SCHEMA_VERSION}"
+                )
         except BaseException:
             db.execute("ROLLBACK")
             db.close()
@@ -90,6 +98,7 @@ class Store:
         return cls(path, db)
 
     def close(self) -> None:
+        """Close the connection; the store must not be used afterwards."""
         with self._lock:
             self._db.close()
 
@@ -146,6 +155,7 @@ class Store:
         return token
 
     def is_admin_token(self, token: str) -> bool:
+        """Whether ``token`` is the admin token (constant-time comparison of hashes)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'admin_token_hash'"
@@ -153,6 +163,7 @@ class Store:
         return row is not None and hmac.compare_digest(row[0], hash_key(token))
 
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
+        """Every key (of ``project``, if given), oldest first, without secrets."""
         query = "SELECT prefix, name, project, created_at, expires_at, revoked_at FROM api_keys"
         args: tuple[str, ...] = ()
         if project is not None:
@@ -166,9 +177,13 @@ class Store:
         """Revoke the active key(s) with this prefix; ``True`` if one was revoked."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            cursor = self._db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
-                (time.time(), prefix),
-            )
+            try:
+                cursor = self._db.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                    (time.time(), prefix),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
         return cursor.rowcount > 0

@@ -1,0 +1,162 @@
+"""Key store: keys work until revoked or expired, only hashes reach disk, data survives reopening."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from config import Store
+from config.store import KeyInfo
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def test_create_lookup_revoke(store: Store) -> None:
+    key = store.create_key("demo", name="ci")
+    assert re.fullmatch(r"mcpo_[A-Za-z0-9_-]{43}", key), key  # 32 random bytes = 256 bits
+    assert store.project_for_key(key) == "demo"
+    assert store.project_for_key(key + "x") is None
+    assert store.project_for_key("mcpo_" + "A" * 43) is None
+    assert store.project_for_key("") is None
+
+    assert store.revoke_key(key[:12]) is True
+    assert store.project_for_key(key) is None
+    assert store.revoke_key(key[:12]) is False  # already revoked
+    assert store.revoke_key("mcpo_nothing") is False
+
+
+def test_keys_are_distinct_and_per_project(store: Store) -> None:
+    a = store.create_key("alpha")
+    b = store.create_key("beta")
+    assert a != b
+    assert store.project_for_key(a) == "alpha"
+    assert store.project_for_key(b) == "beta"
+
+
+def test_expired_key_is_refused(store: Store) -> None:
+    expired = store.create_key("demo", expires_at=time.time() - 1)
+    valid = store.create_key("demo", expires_at=time.time() + 3600)
+    assert store.project_for_key(expired) is None
+    assert store.project_for_key(valid) == "demo"
+
+
+def test_only_the_hash_is_stored(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = Store.open(state)
+    key = store.create_key("demo")
+    with sqlite3.connect(state / "mcp-orch.sqlite3") as db:
+        rows = db.execute("SELECT project, prefix, key_hash FROM api_keys").fetchall()
+    assert rows == [("demo", key[:12], hashlib.sha256(key.encode()).hexdigest())]
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in state.iterdir() if p.is_file())
+
+    secret = key[12:].encode()  # the part not shown as the prefix
+    assert secret not in on_disk()  # while open (WAL file included)
+    store.close()
+    data = on_disk()
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in data
+    assert key.encode() not in data
+    assert secret not in data
+
+
+def test_reopening_keeps_keys_and_revocations(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s")
+    kept = store.create_key("demo")
+    revoked = store.create_key("demo", name="old")
+    store.revoke_key(revoked[:12])
+    store.close()
+
+    again = Store.open(tmp_path / "s")
+    try:
+        assert again.project_for_key(kept) == "demo"
+        assert again.project_for_key(revoked) is None
+        assert [k.name for k in again.list_keys()] == ["default", "old"]
+    finally:
+        again.close()
+
+
+def test_schema_wal_and_version(tmp_path: Path) -> None:
+    Store.open(tmp_path / "new" / "nested").close()  # creates missing directories
+    path = tmp_path / "new" / "nested" / "mcp-orch.sqlite3"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        columns = [row[1] for row in db.execute("PRAGMA table_info(api_keys)")]
+    assert columns == [
+        "id",
+        "project",
+        "name",
+        "prefix",
+        "key_hash",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    Store.open(tmp_path / "new" / "nested").close()  # reopening does not add a version row
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
+        db.execute("UPDATE schema_version SET version = 2")
+    with pytest.raises(RuntimeError, match="schema version 2"):
+        Store.open(tmp_path)
+
+
+def test_list_keys_never_shows_secrets(store: Store) -> None:
+    before = time.time()
+    key = store.create_key("alpha", name="laptop")
+    store.create_key("beta", name="ci", expires_at=before + 60)
+    infos = store.list_keys()
+    assert [(k.project, k.name, k.prefix) for k in infos] == [
+        ("alpha", "laptop", key[:12]),
+        ("beta", "ci", infos[1].prefix),
+    ]
+    assert infos[0].created_at >= before
+    assert infos[0].expires_at is None and infos[0].revoked_at is None
+    assert infos[1].expires_at == before + 60
+    assert [k.name for k in store.list_keys("beta")] == ["ci"]
+    assert store.list_keys("nobody") == []
+    fields = {f.name for f in attrs.fields(KeyInfo)}
+    assert fields == {"prefix", "name", "project", "created_at", "expires_at", "revoked_at"}
+    store.revoke_key(key[:12])
+    assert store.list_keys("alpha")[0].revoked_at is not None
+
+
+def test_admin_token_created_once(store: Store) -> None:
+    token = store.ensure_admin_token()
+    assert token is not None
+    assert store.ensure_admin_token() is None
+    assert store.is_admin_token(token)
+    assert not store.is_admin_token(token + "x")
+    assert store.project_for_key(token) is None  # not an API key
+
+
+async def test_usable_from_trio_worker_threads(store: Store) -> None:
+    keys: list[str] = []
+
+    async def create(i: int) -> None:
+        keys.append(await trio.to_thread.run_sync(store.create_key, f"p{i}"))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(create, i)
+    assert len(set(keys)) == 20
+    projects = [await trio.to_thread.run_sync(store.project_for_key, k) for k in keys]
+    assert sorted(projects) == sorted(f"p{i}" for i in range(20))
