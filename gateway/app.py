@@ -19,7 +19,7 @@ from upstream import jsonrpc
 from .auth import bearer_token, check_project_access
 from .legacy_sse import LegacySse
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .origin import OriginPolicy, cors_headers, preflight_headers
+from .origin import OriginPolicy, check_request, cors_headers, preflight_headers
 from .runtime import Gateway, is_loopback
 from .streamable import register_streamable
 
@@ -109,14 +109,11 @@ def create_app(gateway: Gateway) -> QuartTrio:
     async def check_origin() -> Response | None:
         if not request.path.startswith(("/projects/", "/status")):
             return None
-        host = request.headers.get("Host")
-        if not policy.host_ok(host):
-            gateway.metrics.rejected.labels("host").inc()
-            return rpc_error(421, jsonrpc.INVALID_REQUEST, f"Host {host!r} is not served here")
         origin = request.headers.get("Origin")
-        if origin is not None and not policy.origin_ok(origin, host):
-            gateway.metrics.rejected.labels("origin").inc()
-            return rpc_error(403, jsonrpc.INVALID_REQUEST, f"Origin {origin!r} is not allowed")
+        refusal = check_request(policy, request.headers.get("Host"), origin)
+        if refusal is not None:
+            gateway.metrics.rejected.labels(refusal.reason).inc()
+            return rpc_error(refusal.status, jsonrpc.INVALID_REQUEST, refusal.message)
         if request.method == "OPTIONS" and origin is not None:
             requested = request.headers.get("Access-Control-Request-Headers")
             return Response("", status=204, headers=preflight_headers(origin, requested))

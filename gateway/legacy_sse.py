@@ -39,7 +39,7 @@ from upstream import jsonrpc
 
 from . import sse
 from .auth import check_project_access
-from .origin import OriginPolicy, cors_headers
+from .origin import OriginPolicy, check_request, cors_headers
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,14 @@ class LegacySse:
                 headers[name] = value
         host = headers[b"host"].decode("latin-1") if b"host" in headers else None
         origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
-        extra: list[tuple[bytes, bytes]] = []
-        if not self.policy.host_ok(host):
-            gateway.metrics.rejected.labels("host").inc()
-            await self._reply(send, 421, _error_body(
-                jsonrpc.INVALID_REQUEST, f"Host {host!r} is not served here"), [])
+        refusal = check_request(self.policy, host, origin)
+        if refusal is not None:
+            gateway.metrics.rejected.labels(refusal.reason).inc()
+            await self._reply(send, refusal.status, _error_body(
+                jsonrpc.INVALID_REQUEST, refusal.message), [])
             return
+        extra: list[tuple[bytes, bytes]] = []
         if origin is not None:
-            if not self.policy.origin_ok(origin, host):
-                gateway.metrics.rejected.labels("origin").inc()
-                await self._reply(send, 403, _error_body(
-                    jsonrpc.INVALID_REQUEST, f"Origin {origin!r} is not allowed"), [])
-                return
             extra = [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
         authorization = headers.get(b"authorization")
         denied = await check_project_access(

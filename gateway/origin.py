@@ -62,6 +62,24 @@ class OriginPolicy:
         return host is not None and parts.netloc.lower() == host.strip().lower()
 
 
+@attrs.frozen
+class Refusal:
+    """A request refused by the Origin policy: status, message, and the metric reason."""
+
+    status: int
+    message: str
+    reason: str
+
+
+def check_request(policy: OriginPolicy, host: str | None, origin: str | None) -> Refusal | None:
+    """Apply the policy to a request's ``Host`` and ``Origin``; ``None`` when it may proceed."""
+    if not policy.host_ok(host):
+        return Refusal(421, f"Host {host!r} is not served here", "host")
+    if origin is not None and not policy.origin_ok(origin, host):
+        return Refusal(403, f"Origin {origin!r} is not allowed", "origin")
+    return None
+
+
 def cors_headers(origin: str) -> dict[str, str]:
     """Headers for an actual (non-preflight) response to an allowed origin."""
     return {

@@ -212,8 +212,15 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
             await gateway.registry.start(session)
             assert session.streams is not None
             stream = session.streams.open(ids)
-            await session.submit(messages[0])
-            reply = await answer(session, stream, False, False, {SESSION_HEADER: session.session_id})
+            try:
+                await session.submit(messages[0])
+                reply = await answer(
+                    session, stream, False, False, {SESSION_HEADER: session.session_id}
+                )
+            except BaseException:
+                # The client never learned this session's id: nobody can use it.
+                session.close("the client went away during initialize")
+                raise
             init_reply = stream.events[0][1] if stream.events else {}
             if "error" in init_reply:
                 session.close("initialize failed")
