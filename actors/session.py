@@ -127,9 +127,7 @@ class Session:
     async def wait_idle(self) -> None:
         """Return once no request of this session is in flight."""
         while self._tasks and not self.closed.is_set():
-            idle = self._idle
-            with trio.move_on_after(1):  # re-check: closed sessions never signal idle
-                await idle.wait()
+            await self._idle.wait()  # set when the last request ends, and when the session ends
 
     def touch(self) -> None:
         """Note client activity (keeps an idle Streamable HTTP session alive)."""
@@ -207,6 +205,7 @@ class Session:
                             self._dispatch(message, nursery)
         finally:
             self.closed.set()
+            self._idle.set()
             if self.streams is not None:
                 self.streams.close_all()
             if self.server is not None:
