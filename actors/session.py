@@ -101,6 +101,8 @@ class Session:
     #: Streamable HTTP sessions end after this long with nothing in flight and no stream open.
     idle_timeout_s: float | None = None
     last_activity: float = 0.0
+    #: Hash of the API key that opened the session; revoking the key ends it.
+    key_hash: str | None = None
     _upstream_started: bool = False
     _nursery: trio.Nursery | None = None
 

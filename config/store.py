@@ -162,6 +162,19 @@ class Store:
             ).fetchone()
         return row is not None and hmac.compare_digest(row[0], hash_key(token))
 
+    def active_hashes(self, hashes: set[str]) -> set[str]:
+        """Which of these key hashes still belong to active (unrevoked, unexpired) keys."""
+        if not hashes:
+            return set()
+        marks = ",".join("?" * len(hashes))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT key_hash FROM api_keys WHERE key_hash IN ({marks}) "
+                "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+                (*hashes, time.time()),
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
         """Every key (of ``project``, if given), oldest first, without secrets."""
         query = "SELECT prefix, name, project, created_at, expires_at, revoked_at FROM api_keys"

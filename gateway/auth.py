@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from config import Store
+from config.store import hash_key
 
 MAX_CACHE = 10_000
 
@@ -35,6 +36,12 @@ def bearer_token(header: str | None) -> str | None:
     return token or None
 
 
+def key_fingerprint(authorization: str | None) -> str | None:
+    """The stored hash of the bearer key in an ``Authorization`` header (or ``None``)."""
+    key = bearer_token(authorization)
+    return hash_key(key) if key is not None else None
+
+
 @attrs.define(eq=False)
 class KeyVerifier:
     """Maps API keys to their project, through a short-lived cache in front of the store."""
@@ -43,6 +50,10 @@ class KeyVerifier:
     ttl_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _cache: dict[bytes, tuple[str | None, float]] = attrs.field(factory=dict)
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a cached answer (the key was revoked): the next request asks the store."""
+        self._cache.pop(bytes.fromhex(key_hash), None)
 
     async def project_for(self, key: str) -> str | None:
         digest = hashlib.sha256(key.encode()).digest()

@@ -38,7 +38,7 @@ import trio
 from upstream import jsonrpc
 
 from . import sse
-from .auth import check_project_access
+from .auth import check_project_access, key_fingerprint
 from .origin import OriginPolicy, check_request, cors_headers
 
 log = logging.getLogger(__name__)
@@ -115,13 +115,14 @@ class LegacySse:
                 -32001, f"no server {server!r} in project {project!r}"), extra)
             return
         if kind == "sse":
-            await self._stream(project, server, found, receive, send, extra)
+            key_hash = key_fingerprint(authorization.decode("latin-1")) if authorization else None
+            await self._stream(project, server, found, key_hash, receive, send, extra)
         else:
             await self._message(project, server, scope, headers, receive, send, extra)
 
     async def _stream(
-        self, project: str, server: str, found: Any, receive: Receive, send: Send,
-        extra: list[tuple[bytes, bytes]],
+        self, project: str, server: str, found: Any, key_hash: str | None,
+        receive: Receive, send: Send, extra: list[tuple[bytes, bytes]],
     ) -> None:
         gateway = self.gateway
         settings = gateway.config.gateway
@@ -135,6 +136,7 @@ class LegacySse:
         session = gateway.registry.new_session(
             project, config, supervisor, "sse", outbox_size=settings.session_queue
         )
+        session.key_hash = key_hash
         frames = gateway.metrics.stream_frames.labels("sse")
         sent_bytes = gateway.metrics.stream_bytes.labels("sse")
         endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"

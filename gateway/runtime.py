@@ -224,6 +224,26 @@ class Gateway:
         )
         return changes
 
+    async def watch_revocations(self, interval_s: float = 1.0) -> None:
+        """End live sessions whose API key was revoked (or expired), within ``interval_s``.
+
+        The CLI revokes keys in the store from another process, so there is no
+        event to wait for: the store is asked about the keys in use, once per
+        interval, in a worker thread.
+        """
+        while True:
+            await trio.sleep(interval_s)
+            in_use = {s.key_hash for s in self.registry.sessions.values() if s.key_hash}
+            if not in_use:
+                continue
+            active = await trio.to_thread.run_sync(self.store.active_hashes, in_use)
+            for key_hash in in_use - active:
+                self.keys.forget(key_hash)
+                for session in list(self.registry.sessions.values()):
+                    if session.key_hash == key_hash:
+                        log.info("session %s ended: its API key was revoked", session.session_id)
+                        session.close("the API key of this session was revoked or expired")
+
     async def drain(self) -> None:
         """Refuse new work, let in-flight requests finish (bounded), then end sessions."""
         self.draining = True
@@ -325,6 +345,7 @@ async def run_gateway(
                 gateway.listener_closed.set()
 
             root.start_soon(lifecycle)
+            root.start_soon(gateway.watch_revocations)
             binds = await root.start(serve)
             gateway.url = binds[0]
             pidfile = _pidfile(config)

@@ -40,6 +40,7 @@ from actors.streams import EventsLost, EventStream
 from upstream import jsonrpc
 
 from . import sse
+from .auth import key_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
                 project, config, supervisor, "http", outbox_size=settings.session_queue
             )
             session.idle_timeout_s = settings.http_session_idle_s
+            session.key_hash = key_fingerprint(request.headers.get("Authorization"))
             await gateway.registry.start(session)
             assert session.streams is not None
             stream = session.streams.open(ids)

@@ -65,3 +65,37 @@ async def test_auth_rules(start_gateway: StartGateway, caplog: pytest.LogCapture
     for key in gw.keys.values():
         assert key not in logged
         assert key[5:20] not in logged
+
+
+async def test_revoking_a_key_ends_its_live_sessions(start_gateway: StartGateway) -> None:
+    import trio
+
+    from config import Store
+
+    gw = await start_gateway()
+    other_key = None
+
+    def revoke() -> None:
+        nonlocal other_key
+        store = Store.open(gw.gateway.config.gateway.state_dir)
+        try:
+            other_key = store.create_key("demo", "second")
+            prefix = gw.keys["demo"][:12]
+            assert store.revoke_key(prefix)
+        finally:
+            store.close()
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with open_sse_session(gw.sse_url(), gw.auth(), http=http) as s:
+            await s.initialize()
+            revoked_at = trio.current_time()
+            await trio.to_thread.run_sync(revoke)  # as `mcp-orch keys revoke` would, from outside
+            with trio.fail_after(5):
+                await s.ended.wait()
+            assert trio.current_time() - revoked_at < 5
+        r = await http.get(gw.sse_url(), headers=gw.auth())
+        assert r.status_code == 401
+        # Another key of the same project is unaffected.
+        async with open_sse_session(gw.sse_url(), {"Authorization": f"Bearer {other_key}"},
+                                    http=http) as s2:
+            assert await s2.call("ping") == {}
