@@ -16,6 +16,7 @@ restart and receive the next process's notifications.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import random
@@ -28,7 +29,9 @@ import trio
 
 from config import ServerConfig, expand_env
 from upstream import jsonrpc
-from upstream.stdio import STDERR_TAIL_LINES, child_environment
+from upstream.http_link import open_remote_link
+from upstream.link import Link
+from upstream.stdio import STDERR_TAIL_LINES, child_environment, open_stdio_link
 
 from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
 
@@ -217,31 +220,35 @@ class ServerSupervisor:
             finally:
                 self._set_state("stopped")
 
+    def _link_opener(self) -> Callable[[], AbstractAsyncContextManager[Link]]:
+        config = self.config
+        environ = os.environ if self.environ is None else self.environ
+        where = f"projects.{self.project}.servers.{config.name}"
+        if config.url is not None:
+            headers = expand_env(config.headers, environ, where=where)
+            return functools.partial(
+                open_remote_link, config.transport, config.url, headers,
+                timeout_s=config.request_timeout_s, errors=self.stderr_tail,
+            )
+        env = child_environment(expand_env(config.env, environ, where=where))
+        return functools.partial(
+            open_stdio_link, config.command, tuple(config.args), env, config.cwd,
+            grace_s=self.grace_s, stderr_tail=self.stderr_tail,
+        )
+
     async def _run_once(self) -> None:
         config = self.config
-        process = None
+        link = None
         try:
-            env = child_environment(
-                expand_env(
-                    config.env,
-                    os.environ if self.environ is None else self.environ,
-                    where=f"projects.{self.project}.servers.{config.name}",
-                )
-            )
             async with self.opener(
                 config.name,
-                config.command,
-                tuple(config.args),
-                env,
-                config.cwd,
+                self._link_opener(),
                 init_timeout_s=config.request_timeout_s,
-                grace_s=self.grace_s,
                 sessions=self.sessions,
-                stderr_tail=self.stderr_tail,
                 client_capabilities=self.client_capabilities,
                 subscriptions=self.subscriptions,
             ) as upstream:
-                process = upstream.process
+                link = upstream.link
                 self.upstream = upstream
                 self.pid = upstream.pid
                 self.started_at = trio.current_time()
@@ -255,5 +262,5 @@ class ServerSupervisor:
         finally:
             self.upstream = None
             self.first_attempt_done = True
-            if process is not None:
-                self.last_exit_code = process.process.returncode
+            if link is not None:
+                self.last_exit_code = link.exit_code

@@ -33,18 +33,19 @@ dies are answered at once with a JSON-RPC error, never left hanging.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 from upstream import jsonrpc
-from upstream.stdio import StdioProcess, UpstreamProtocolError, open_stdio_process
+from upstream.link import Link
+from upstream.stdio import UpstreamProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Upstream:
     """Handle to one initialized upstream process; methods are safe from any task."""
 
     name: str
-    process: StdioProcess
+    link: Link
     _writer_send: trio.MemorySendChannel[jsonrpc.Message]
     init_result: dict[str, Any] = attrs.field(factory=dict)
     sessions: dict[str, SessionPeer] = attrs.field(factory=dict)
@@ -109,8 +110,8 @@ class Upstream:
     _nursery: trio.Nursery | None = None
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def pid(self) -> int | None:
+        return self.link.pid
 
     @property
     def queue_depth(self) -> int:
@@ -379,26 +380,13 @@ class Upstream:
                 )
 
 
-async def _writer(process: StdioProcess, recv: trio.MemoryReceiveChannel[jsonrpc.Message]) -> None:
+async def _writer(link: Link, recv: trio.MemoryReceiveChannel[jsonrpc.Message]) -> None:
     async with recv:
         try:
             async for message in recv:
-                await process.send(message)
+                await link.send(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # the process went away; the reader reports why
-
-
-async def _reader(upstream: Upstream) -> None:
-    while True:
-        line = await upstream.process.receive_line()
-        if line is None:
-            return
-        try:
-            message = jsonrpc.loads(line)
-        except jsonrpc.InvalidMessage:
-            log.warning("upstream %s wrote a non-JSON line to stdout; ignored", upstream.name)
-            continue
-        upstream._dispatch(message)
+            return  # the server went away; the reader reports why
 
 
 async def _initialize(
@@ -450,30 +438,24 @@ class _NoSession:
 @contextlib.asynccontextmanager
 async def open_upstream(
     name: str,
-    command: str,
-    args: tuple[str, ...],
-    env: Mapping[str, str],
-    cwd: str | None = None,
+    open_link: Callable[[], AbstractAsyncContextManager[Link]],
     *,
     init_timeout_s: float = 60.0,
-    grace_s: float = 2.0,
     sessions: dict[str, SessionPeer] | None = None,
-    stderr_tail: collections.deque[str] | None = None,
     client_capabilities: dict[str, Any] | None = None,
     subscriptions: dict[str, set[str]] | None = None,
 ) -> AsyncIterator[Upstream]:
-    """Start and initialize an upstream; yield its handle while it lives.
+    """Connect to a server over ``open_link()`` and initialize it; yield its handle while it lives.
 
     The block's body should wait on ``upstream.closed``: it is set when the
-    process exits or stops speaking JSON-RPC (``close_reason`` says which).
-    Leaving the block stops the process and fails requests still waiting.
+    server goes away or stops speaking JSON-RPC (``close_reason`` says which).
+    Leaving the block closes the link (stopping a process) and fails requests
+    still waiting.
     """
     logger = logging.getLogger(f"mcp_orch.upstream.{name}")
-    async with open_stdio_process(
-        command, args, env, cwd, grace_s=grace_s, stderr_tail=stderr_tail
-    ) as process:
+    async with open_link() as link:
         writer_send, writer_recv = trio.open_memory_channel[jsonrpc.Message](WRITER_QUEUE)
-        upstream = Upstream(name, process, writer_send)
+        upstream = Upstream(name, link, writer_send)
         if sessions is not None:
             upstream.sessions = sessions  # shared with the supervisor across restarts
         if subscriptions is not None:
@@ -482,9 +464,9 @@ async def open_upstream(
         async def watch() -> None:
             reason = ""
             try:
-                await _reader(upstream)
-                await process.process.wait()
-                reason = f"upstream '{name}' {process.exit_description()}"
+                while (message := await link.receive()) is not None:
+                    upstream._dispatch(message)
+                reason = f"upstream '{name}' {link.end_reason()}"
             except UpstreamProtocolError as exc:
                 reason = f"upstream '{name}' broke the protocol: {exc}"
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -494,22 +476,11 @@ async def open_upstream(
                 upstream.closed.set()
                 upstream._fail_pending(upstream.close_reason)
 
-        async def leader_exit() -> None:
-            # The leader may die while a grandchild keeps stdout open (npx → node).
-            await process.process.wait()
-            with trio.move_on_after(0.5):
-                await upstream.closed.wait()
-            if not upstream.closed.is_set():
-                upstream.close_reason = f"upstream '{name}' {process.exit_description()}"
-                upstream.closed.set()
-                upstream._fail_pending(upstream.close_reason)
-
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_writer, process, writer_recv)
+                nursery.start_soon(_writer, link, writer_recv)
                 nursery.start_soon(watch)
-                nursery.start_soon(leader_exit)
-                nursery.start_soon(process.pump_stderr, logger)
+                nursery.start_soon(link.background, logger)
                 upstream._nursery = nursery
                 with trio.CancelScope() as init_scope:
                     async def cancel_init_on_close() -> None:
@@ -519,14 +490,14 @@ async def open_upstream(
                     nursery.start_soon(cancel_init_on_close)
                     await _initialize(upstream, init_timeout_s, client_capabilities or {})
                 if init_scope.cancelled_caught:
-                    tail = "; ".join(list(process.stderr_tail)[-3:])
+                    tail = "; ".join(list(link.stderr_tail)[-3:])
                     raise UpstreamError(
                         jsonrpc.UPSTREAM_UNAVAILABLE,
                         f"{upstream.close_reason} during initialize"
                         + (f" (stderr: {tail})" if tail else ""),
                     )
                 nursery.start_soon(upstream.refresh_tools)
-                if upstream.subscriptions:  # a restart: subscribe the new process again
+                if upstream.subscriptions:  # a restart: subscribe the new server again
                     nursery.start_soon(upstream._resubscribe)
                 try:
                     yield upstream
@@ -538,4 +509,3 @@ async def open_upstream(
                 upstream.closed.set()
             upstream._fail_pending(upstream.close_reason)
             writer_send.close()
-

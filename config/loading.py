@@ -200,7 +200,17 @@ def _check(condition: bool, source: str, field: str, expectation: str, value: An
 
 
 def _validate_server(server: ServerConfig, source: str, where: str) -> None:
-    _check(bool(server.command.strip()), source, f"{where}.command", "a command", server.command)
+    if server.url is None:
+        _check(bool(server.command.strip()), source, f"{where}.command",
+               "a command (or a url for a remote server)", server.command)
+    else:
+        if server.command:
+            raise ConfigError(
+                f"{source}: {where}: expected either command (a stdio server) or url (a remote "
+                "server), not both"
+            )
+        _check(server.url.startswith(("http://", "https://")), source, f"{where}.url",
+               "an http:// or https:// URL", server.url)
     _check(server.request_timeout_s > 0, source, f"{where}.request_timeout_s",
            "a number > 0", server.request_timeout_s)
     r = server.restart
@@ -260,11 +270,12 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
                 )
             server = _structure({**sraw, "name": sname}, ServerConfig, source, swhere)
             _validate_server(server, source, swhere)
-            for key, value in server.env.items():
-                try:
-                    env_refs(value)
-                except ValueError as exc:
-                    raise ConfigError(f"{source}: {swhere}.env.{key}: {exc}") from None
+            for table, values in (("env", server.env), ("headers", server.headers)):
+                for key, value in values.items():
+                    try:
+                        env_refs(value)
+                    except ValueError as exc:
+                        raise ConfigError(f"{source}: {swhere}.{table}.{key}: {exc}") from None
             if server.cwd is not None and not Path(server.cwd).is_absolute():
                 server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
             servers[sname] = server

@@ -35,18 +35,25 @@ class RestartPolicy:
 
 @attrs.frozen
 class ServerConfig:
-    """One upstream MCP server, started as a stdio subprocess.
+    """One upstream MCP server: a stdio subprocess (``command``) or a remote endpoint (``url``).
 
-    ``env`` values may reference the gateway's environment as ``${VAR}``;
-    they are expanded when the process starts (:func:`expand_env`), so secrets
-    never sit in the config object.
+    ``env`` and ``headers`` values may reference the gateway's environment as
+    ``${VAR}``; they are expanded when the server is started or connected
+    (:func:`expand_env`), so secrets never sit in the config object.
     """
 
     name: str
-    command: str
+    #: A stdio server: the command to start (exactly one of ``command`` and ``url``).
+    command: str = ""
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     cwd: str | None = None
+    #: A remote server: its MCP endpoint (``http(s)://…``).
+    url: str | None = None
+    #: How to reach ``url``: Streamable HTTP, or the legacy HTTP+SSE transport.
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
+    #: HTTP headers for ``url`` (e.g. ``Authorization``); values may use ``${VAR}``.
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     isolation: Literal["shared", "session"] = "shared"
     request_timeout_s: float = 60.0
     restart: RestartPolicy = RestartPolicy()

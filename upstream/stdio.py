@@ -215,6 +215,75 @@ class StdioProcess:
         return f"exited with code {code}"
 
 
+@attrs.define(eq=False)
+class StdioLink:
+    """A stdio server as a :class:`~upstream.link.Link`: JSON-RPC lines in and out."""
+
+    process: StdioProcess
+    _eof: trio.Event = attrs.field(factory=trio.Event)
+    _logger: logging.Logger = attrs.field(factory=lambda: log)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.process.returncode
+
+    @property
+    def stderr_tail(self) -> collections.deque[str]:
+        return self.process.stderr_tail
+
+    async def send(self, message: jsonrpc.Message) -> None:
+        await self.process.send(message)
+
+    async def receive(self) -> jsonrpc.Message | None:
+        while True:
+            line = await self.process.receive_line()
+            if line is None:
+                self._eof.set()
+                await self.process.process.wait()
+                return None
+            try:
+                return jsonrpc.loads(line)
+            except jsonrpc.InvalidMessage:
+                self._logger.warning("the server wrote a non-JSON line to stdout; ignored")
+
+    def end_reason(self) -> str:
+        return self.process.exit_description()
+
+    async def background(self, logger: logging.Logger) -> None:
+        """Copy stderr; if the leader exits but a grandchild holds stdout open
+        (``npx`` → ``node``), end the whole group so the link ends too."""
+        self._logger = logger
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.process.pump_stderr, logger)
+            await self.process.process.wait()
+            with trio.move_on_after(0.5):
+                await self._eof.wait()
+            if not self._eof.is_set():
+                _signal_group(self.process.pid, signal.SIGKILL)
+            nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_stdio_link(
+    command: str,
+    args: tuple[str, ...] | list[str],
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    *,
+    grace_s: float = 2.0,
+    stderr_tail: collections.deque[str] | None = None,
+) -> AsyncIterator[StdioLink]:
+    """:func:`open_stdio_process`, as a link."""
+    async with open_stdio_process(
+        command, args, env, cwd, grace_s=grace_s, stderr_tail=stderr_tail
+    ) as process:
+        yield StdioLink(process)
+
+
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

