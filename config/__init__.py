@@ -1,8 +1,12 @@
 """Configuration: attrs models, strict TOML loading with cattrs, and the SQLite key store."""
 
 from .loading import ConfigError as ConfigError
+from .loading import declared_projects as declared_projects
 from .loading import default_config_path as default_config_path
 from .loading import load_config as load_config
+from .loading import parse_server as parse_server
+from .loading import projects_from_store as projects_from_store
+from .loading import server_spec as server_spec
 from .models import Config as Config
 from .models import GatewaySettings as GatewaySettings
 from .models import ProjectConfig as ProjectConfig
@@ -11,3 +15,4 @@ from .models import ServerConfig as ServerConfig
 from .models import expand_env as expand_env
 from .store import KeyInfo as KeyInfo
 from .store import Store as Store
+from .store import StoreError as StoreError

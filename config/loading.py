@@ -223,6 +223,74 @@ def _validate_server(server: ServerConfig, source: str, where: str) -> None:
            f"a number >= backoff_initial_s ({r.backoff_initial_s:g})", r.backoff_max_s)
 
 
+def parse_server(
+    project: str, name: str, raw: Any, source: str, base_dir: Path | None = None
+) -> ServerConfig:
+    """Validate one server table (from a config file, the store, the CLI or the admin API).
+
+    Error handling: raises :class:`ConfigError` naming ``source``, the field
+    (``projects.P.servers.S.…``) and what was expected.
+    """
+    where = f"projects.{project}.servers.{name}"
+    _name(name, source, f"projects.{project}.servers")
+    raw = dict(_table(raw, source, where))
+    if "name" in raw:
+        raise ConfigError(f"{source}: {where}: unknown field 'name' (the table key is the name)")
+    server = _structure({**raw, "name": name}, ServerConfig, source, where)
+    _validate_server(server, source, where)
+    for table, values in (("env", server.env), ("headers", server.headers)):
+        for key, value in values.items():
+            try:
+                env_refs(value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {where}.{table}.{key}: {exc}") from None
+    if server.cwd is not None and base_dir is not None and not Path(server.cwd).is_absolute():
+        server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
+    return server
+
+
+def server_spec(server: ServerConfig) -> dict[str, Any]:
+    """A server as a config-file table (what the store keeps); the inverse of :func:`parse_server`."""
+    spec: dict[str, Any] = {
+        "args": list(server.args),
+        "env": dict(server.env),
+        "headers": dict(server.headers),
+        "transport": server.transport,
+        "isolation": server.isolation,
+        "request_timeout_s": server.request_timeout_s,
+        "restart": attrs.asdict(server.restart),
+        "enabled": server.enabled,
+    }
+    for field in ("command", "cwd", "url"):
+        value = getattr(server, field)
+        if value:
+            spec[field] = value
+    return spec
+
+
+def declared_projects(config: Config) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
+    """What a config file declares, in the form ``Store.apply_declared`` takes."""
+    return {
+        name: (project.auth, {s.name: server_spec(s) for s in project.servers.values()})
+        for name, project in config.projects.items()
+    }
+
+
+def projects_from_store(projects: Any, servers: Any, source: str) -> dict[str, ProjectConfig]:
+    """Build the run-time projects from store rows (``Store.projects()``, ``Store.servers()``)."""
+    result: dict[str, ProjectConfig] = {}
+    by_project: dict[str, dict[str, ServerConfig]] = {p.name: {} for p in projects}
+    for row in servers:
+        by_project.setdefault(row.project, {})[row.name] = parse_server(
+            row.project, row.name, row.spec, source
+        )
+    for project in projects:
+        result[project.name] = ProjectConfig(
+            name=project.name, auth=project.auth, servers=by_project[project.name]
+        )
+    return result
+
+
 def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
     """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base_dir``."""
     data = dict(data)
@@ -261,24 +329,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
         project = _structure({**praw, "name": pname}, ProjectConfig, source, where)
         servers: dict[str, ServerConfig] = {}
         for sname, sraw in servers_raw.items():
-            swhere = f"{where}.servers.{sname}"
-            _name(sname, source, f"{where}.servers")
-            sraw = dict(_table(sraw, source, swhere))
-            if "name" in sraw:
-                raise ConfigError(
-                    f"{source}: {swhere}: unknown field 'name' (the table key is the name)"
-                )
-            server = _structure({**sraw, "name": sname}, ServerConfig, source, swhere)
-            _validate_server(server, source, swhere)
-            for table, values in (("env", server.env), ("headers", server.headers)):
-                for key, value in values.items():
-                    try:
-                        env_refs(value)
-                    except ValueError as exc:
-                        raise ConfigError(f"{source}: {swhere}.{table}.{key}: {exc}") from None
-            if server.cwd is not None and not Path(server.cwd).is_absolute():
-                server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
-            servers[sname] = server
+            servers[sname] = parse_server(pname, sname, sraw, source, base_dir)
         projects[pname] = attrs.evolve(project, servers=servers)
     return Config(gateway=gateway, projects=projects, source=source)
 

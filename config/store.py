@@ -1,4 +1,14 @@
-"""The embedded store: SQLite in ``state_dir``, holding API keys as hashes only.
+"""The embedded store: SQLite in ``state_dir`` — projects, servers, API keys, audit log.
+
+Projects and servers live here at run time; the TOML file is applied into
+the store declaratively (``apply_declared``: what it declares is created or
+updated, what it no longer declares and had created is removed, and what the
+CLI or admin API created is left alone). A running gateway notices any
+committed change (``data_version``) and applies it.
+
+The schema is versioned; opening a file made by an older version migrates it
+in place, in one transaction. WAL journal, foreign keys on, every write a
+transaction with an audit row (who, what, when).
 
 Keys are 256-bit random strings (``mcpo_`` + 43 URL-safe characters), shown
 once at creation. Only their SHA-256 is stored — a fast hash is right for
@@ -12,19 +22,23 @@ which is opened with ``check_same_thread=False`` for that reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 KEY_PREFIX = "mcpo_"
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     id INTEGER PRIMARY KEY,
@@ -39,6 +53,38 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE INDEX IF NOT EXISTS api_keys_project ON api_keys(project);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_SCHEMA_V2 = """
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    auth TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE servers (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    source TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+#: Migration scripts by the version they lead to; version 1 is the first schema.
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; ``str()`` says why."""
 
 
 def hash_key(key: str) -> str:
@@ -56,6 +102,36 @@ class KeyInfo:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+
+
+@attrs.frozen
+class ServerRow:
+    """A server as stored: its table in the config-file format (``spec``) and where it came from."""
+
+    project: str
+    name: str
+    spec: dict[str, Any]
+    source: str
+
+
+@attrs.frozen
+class ProjectRow:
+    """A project as stored."""
+
+    name: str
+    auth: str
+    source: str
+
+
+@attrs.frozen
+class AuditEntry:
+    """One management action: who did what to which target, when."""
+
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: str
 
 
 @attrs.define(eq=False)
@@ -78,24 +154,220 @@ class Store:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            if row[0] is None:
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
-                # A database from a newer (or unknown) release: refuse rather than
-                # read or write tables whose meaning may have changed.
-                raise RuntimeError(
-                    f"{path}: schema version {row[0]}, this mcp-orch understands {SCHEMA_VERSION}"
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            if current > SCHEMA_VERSION:
+                # A database from a newer release: refuse rather than read or write
+                # tables whose meaning may have changed.
+                raise StoreError(
+                    f"{path}: schema version {current}, this mcp-orch understands "
+                    f"up to {SCHEMA_VERSION}"
                 )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version].strip().split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         except BaseException:
             db.execute("ROLLBACK")
             db.close()
             raise
         db.execute("COMMIT")
         return cls(path, db)
+
+    @contextlib.contextmanager
+    def _write(self, actor: str, action: str, target: str, detail: str = "") -> Iterator[sqlite3.Connection]:
+        """A write transaction that records its audit row in the same commit."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute(
+                    "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                    (time.time(), actor, action, target, detail),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (SQLite ``PRAGMA data_version``)."""
+        with self._lock:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    # -- projects and servers --------------------------------------------------
+    def projects(self) -> list[ProjectRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, auth, source FROM projects ORDER BY name")
+            return [ProjectRow(*row) for row in rows.fetchall()]
+
+    def servers(self, project: str | None = None) -> list[ServerRow]:
+        query = ("SELECT p.name, s.name, s.spec, s.source FROM servers s "
+                 "JOIN projects p ON p.id = s.project_id")
+        args: tuple[str, ...] = ()
+        if project is not None:
+            query += " WHERE p.name = ?"
+            args = (project,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY p.name, s.name", args).fetchall()
+        return [ServerRow(p, n, json.loads(spec), src) for p, n, spec, src in rows]
+
+    def _project_id(self, db: sqlite3.Connection, name: str) -> int:
+        row = db.execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no project {name!r}")
+        return row[0]
+
+    def create_project(self, name: str, auth: str, *, actor: str, source: str = "api") -> None:
+        with self._write(actor, "project.create", name, f"auth={auth}") as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"project {name!r} already exists")
+            db.execute(
+                "INSERT INTO projects (name, auth, source, created_at) VALUES (?, ?, ?, ?)",
+                (name, auth, source, time.time()),
+            )
+
+    def delete_project(self, name: str, *, actor: str) -> None:
+        """Delete a project, its servers, and revoke its keys."""
+        with self._write(actor, "project.delete", name) as db:
+            self._project_id(db, name)
+            db.execute("DELETE FROM projects WHERE name = ?", (name,))
+            db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE project = ? AND revoked_at IS NULL",
+                (time.time(), name),
+            )
+
+    def put_server(
+        self, project: str, name: str, spec: dict[str, Any], *, actor: str, source: str = "api",
+        create_only: bool = False,
+    ) -> str:
+        """Create or replace a server's spec; returns ``created``, ``updated`` or ``unchanged``."""
+        text = json.dumps(spec, sort_keys=True)
+        with self._write(actor, "server.put", f"{project}/{name}", text) as db:
+            project_id = self._project_id(db, project)
+            row = db.execute(
+                "SELECT spec FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
+            ).fetchone()
+            if row is not None and create_only:
+                raise StoreError(f"server {project}/{name} already exists")
+            if row is not None and row[0] == text:
+                return "unchanged"
+            db.execute(
+                "INSERT INTO servers (project_id, name, spec, source, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO UPDATE SET "
+                "spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
+                (project_id, name, text, source, time.time()),
+            )
+            return "created" if row is None else "updated"
+
+    def remove_server(self, project: str, name: str, *, actor: str) -> None:
+        with self._write(actor, "server.remove", f"{project}/{name}") as db:
+            project_id = self._project_id(db, project)
+            cursor = db.execute(
+                "DELETE FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"no server {project}/{name}")
+
+    def set_enabled(self, project: str, name: str, enabled: bool, *, actor: str) -> None:
+        action = "server.enable" if enabled else "server.disable"
+        with self._write(actor, action, f"{project}/{name}") as db:
+            project_id = self._project_id(db, project)
+            row = db.execute(
+                "SELECT spec FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no server {project}/{name}")
+            spec = json.loads(row[0])
+            spec["enabled"] = enabled
+            db.execute(
+                "UPDATE servers SET spec = ?, updated_at = ? WHERE project_id = ? AND name = ?",
+                (json.dumps(spec, sort_keys=True), time.time(), project_id, name),
+            )
+
+    def import_servers(
+        self, project: str, specs: dict[str, dict[str, Any]], *, actor: str
+    ) -> dict[str, str]:
+        """Create or update several servers in one transaction: all of them or none."""
+        result: dict[str, str] = {}
+        with self._write(actor, "server.import", project, ", ".join(sorted(specs))) as db:
+            project_id = self._project_id(db, project)
+            for name, spec in specs.items():
+                text = json.dumps(spec, sort_keys=True)
+                row = db.execute(
+                    "SELECT spec FROM servers WHERE project_id = ? AND name = ?",
+                    (project_id, name),
+                ).fetchone()
+                if row is not None and row[0] == text:
+                    result[name] = "unchanged"
+                    continue
+                db.execute(
+                    "INSERT INTO servers (project_id, name, spec, source, updated_at) "
+                    "VALUES (?, ?, ?, 'api', ?) ON CONFLICT (project_id, name) DO UPDATE SET "
+                    "spec = excluded.spec, source = 'api', updated_at = excluded.updated_at",
+                    (project_id, name, text, time.time()),
+                )
+                result[name] = "created" if row is None else "updated"
+        return result
+
+    def apply_declared(
+        self, projects: dict[str, tuple[str, dict[str, dict[str, Any]]]], *, actor: str
+    ) -> list[str]:
+        """Make the store hold what a config file declares; returns the changes made.
+
+        ``projects`` maps a name to (auth, {server name: spec}). What the file
+        declares is created or updated; what it created before and no longer
+        declares is removed; what the CLI or admin API created is left alone.
+        """
+        changes: list[str] = []
+        with self._write(actor, "apply", "config") as db:
+            existing = {name: (pid, auth, source) for pid, name, auth, source in db.execute(
+                "SELECT id, name, auth, source FROM projects").fetchall()}
+            for name, (auth, servers) in projects.items():
+                if name not in existing:
+                    db.execute(
+                        "INSERT INTO projects (name, auth, source, created_at) "
+                        "VALUES (?, ?, 'config', ?)", (name, auth, time.time()))
+                    changes.append(f"created project {name}")
+                elif existing[name][1] != auth:
+                    db.execute("UPDATE projects SET auth = ? WHERE name = ?", (auth, name))
+                    changes.append(f"updated project {name} (auth = {auth})")
+                project_id = self._project_id(db, name)
+                stored = {n: (spec, src) for n, spec, src in db.execute(
+                    "SELECT name, spec, source FROM servers WHERE project_id = ?",
+                    (project_id,)).fetchall()}
+                for server, spec in servers.items():
+                    text = json.dumps(spec, sort_keys=True)
+                    if server in stored and stored[server][0] == text:
+                        continue
+                    db.execute(
+                        "INSERT INTO servers (project_id, name, spec, source, updated_at) "
+                        "VALUES (?, ?, ?, 'config', ?) ON CONFLICT (project_id, name) DO UPDATE "
+                        "SET spec = excluded.spec, source = 'config', "
+                        "updated_at = excluded.updated_at",
+                        (project_id, server, text, time.time()))
+                    verb = "updated" if server in stored else "created"
+                    changes.append(f"{verb} server {name}/{server}")
+                for server, (_, source) in stored.items():
+                    if source == "config" and server not in servers:
+                        db.execute("DELETE FROM servers WHERE project_id = ? AND name = ?",
+                                   (project_id, server))
+                        changes.append(f"removed server {name}/{server}")
+            for name, (_, _, source) in existing.items():
+                if source == "config" and name not in projects:
+                    db.execute("DELETE FROM projects WHERE name = ?", (name,))
+                    changes.append(f"removed project {name}")
+        return changes
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [AuditEntry(*row) for row in rows]
 
     def close(self) -> None:
         """Close the connection; the store must not be used afterwards."""

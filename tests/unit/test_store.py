@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -13,8 +15,10 @@ import attrs
 import pytest
 import trio
 
-from config import Store
-from config.store import KeyInfo
+from config import Store, StoreError
+from config.store import SCHEMA_VERSION, KeyInfo
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
@@ -94,7 +98,7 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     path = tmp_path / "new" / "nested" / "mcp-orch.sqlite3"
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         columns = [row[1] for row in db.execute("PRAGMA table_info(api_keys)")]
     assert columns == [
         "id",
@@ -108,14 +112,14 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     ]
     Store.open(tmp_path / "new" / "nested").close()  # reopening does not add a version row
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
-        db.execute("UPDATE schema_version SET version = 2")
-    with pytest.raises(RuntimeError, match="schema version 2"):
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
         Store.open(tmp_path)
 
 
@@ -160,3 +164,58 @@ async def test_usable_from_trio_worker_threads(store: Store) -> None:
     assert len(set(keys)) == 20
     projects = [await trio.to_thread.run_sync(store.project_for_key, k) for k in keys]
     assert sorted(projects) == sorted(f"p{i}" for i in range(20))
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    fixture = json.loads((FIXTURES / "store-v1.json").read_text())
+    shutil.copy(FIXTURES / "store-v1.sqlite3", tmp_path / "mcp-orch.sqlite3")
+    store = Store.open(tmp_path)
+    try:
+        assert store.project_for_key(fixture["active_key"]) == "demo"  # keys survive
+        assert store.project_for_key(fixture["revoked_key"]) is None
+        store.create_project("demo", "api-key", actor="test")  # the new tables exist
+        store.put_server("demo", "s", {"command": "x"}, actor="test")
+        assert [r.name for r in store.servers("demo")] == ["s"]
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_projects_servers_and_audit(store: Store) -> None:
+    store.create_project("p", "api-key", actor="alice")
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_project("p", "none", actor="alice")
+    assert store.put_server("p", "a", {"command": "x"}, actor="alice") == "created"
+    assert store.put_server("p", "a", {"command": "x"}, actor="alice") == "unchanged"
+    assert store.put_server("p", "a", {"command": "y"}, actor="bob") == "updated"
+    store.set_enabled("p", "a", False, actor="bob")
+    assert store.servers("p")[0].spec == {"command": "y", "enabled": False}
+    with pytest.raises(StoreError, match="no server"):
+        store.remove_server("p", "zzz", actor="bob")
+    key = store.create_key("p")
+    store.delete_project("p", actor="carol")
+    assert store.servers() == [] and store.projects() == []
+    assert store.project_for_key(key) is None  # a deleted project's keys are revoked
+    actions = [(e.actor, e.action, e.target) for e in store.audit_log()]
+    assert actions[0] == ("carol", "project.delete", "p")
+    assert ("alice", "project.create", "p") in actions
+
+
+def test_import_is_all_or_nothing(store: Store) -> None:
+    store.create_project("p", "api-key", actor="t")
+    with pytest.raises(StoreError):
+        store.import_servers("nope", {"a": {"command": "x"}}, actor="t")
+    assert store.import_servers("p", {"a": {"command": "x"}, "b": {"url": "http://h/mcp"}},
+                                actor="t") == {"a": "created", "b": "created"}
+
+
+def test_apply_declared_leaves_api_servers_alone(store: Store) -> None:
+    declared = {"p": ("api-key", {"from-file": {"command": "x"}})}
+    assert store.apply_declared(declared, actor="t") == [
+        "created project p", "created server p/from-file"]
+    store.put_server("p", "from-cli", {"command": "y"}, actor="t")
+    assert store.apply_declared(declared, actor="t") == []
+    assert store.apply_declared({"p": ("api-key", {})}, actor="t") == [
+        "removed server p/from-file"]
+    assert [s.name for s in store.servers("p")] == ["from-cli"]
