@@ -20,10 +20,11 @@ sessions of untouched servers carry on.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -32,7 +33,17 @@ import hypercorn.trio
 import trio
 
 from actors import ServerSupervisor, SessionRegistry, run_registry
-from config import Config, ProjectConfig, ServerConfig, Store, expand_env, load_config
+from config import (
+    Config,
+    ConfigError,
+    ProjectConfig,
+    ServerConfig,
+    Store,
+    declared_projects,
+    expand_env,
+    load_config,
+    projects_from_store,
+)
 from upstream.stdio import open_reaper
 
 from .auth import KeyVerifier
@@ -182,18 +193,39 @@ class Gateway:
                     await self._start_server(project.name, server)
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read the config file and apply only what changed; return the changes.
+        """Re-read the config file, apply it to the store, and apply what changed.
 
-        A changed or removed server is stopped and its sessions end with a
-        clear reason; a changed or added one is started. Sessions of untouched
-        servers are not disturbed. Error handling: a config that does not load
-        raises ``ConfigError`` and changes nothing.
+        Error handling: a config that does not load raises ``ConfigError`` and
+        changes nothing.
         """
         assert self.config.source is not None
         new = await trio.to_thread.run_sync(load_config, self.config.source)
         if new.gateway != self.config.gateway:
             log.warning("reload: [gateway] settings changed; they apply at the next restart")
-            new = attrs.evolve(new, gateway=self.config.gateway)
+        applied = await trio.to_thread.run_sync(
+            functools.partial(self.store.apply_declared, declared_projects(new), actor="reload")
+        )
+        for change in applied:
+            log.info("reload: %s", change)
+        self.reloads += 1
+        return await self.sync_from_store("a config reload")
+
+    async def sync_from_store(self, why: str) -> dict[str, list[str]]:
+        """Make the running servers match the store's projects and servers."""
+        projects = await trio.to_thread.run_sync(load_projects, self.store)
+        return await self.apply_projects(projects, why)
+
+    async def apply_projects(
+        self, projects: Mapping[str, ProjectConfig], why: str
+    ) -> dict[str, list[str]]:
+        """Start, restart or stop only the servers whose definition changed.
+
+        A changed or removed server is stopped and its sessions end with a
+        clear reason; a changed or added one is started. Sessions of untouched
+        servers are not disturbed; a project whose auth changed ends its
+        sessions (they were admitted under the old rule).
+        """
+        new = attrs.evolve(self.config, projects=projects)
         old_servers = _servers_of(self.config)
         new_servers = _servers_of(new)
         changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}
@@ -204,25 +236,43 @@ class Gateway:
             kind = "added" if before is None else "removed" if after is None else "changed"
             changes[kind].append("/".join(key))
             if before is not None:
-                self._stop_server(key, f"server {'/'.join(key)} was {kind} by a config reload")
+                self._stop_server(key, f"server {'/'.join(key)} was {kind} by {why}")
         for name, project in self.config.projects.items():
             if name in new.projects and new.projects[name].auth != project.auth:
                 changes["changed"].append(f"{name} (auth)")
                 for session in list(self.registry.sessions.values()):
                     if session.project == name:
-                        session.close(f"project {name} changed its auth by a config reload")
+                        session.close(f"project {name} changed its auth by {why}")
         self.config = new
         for key, server in new_servers.items():
             if "/".join(key) in changes["added"] + changes["changed"]:
                 if server.enabled and server.isolation == "shared":
                     await self._start_server(key[0], server)
-        self.reloads += 1
-        log.info(
-            "config reloaded from %s: added %s, changed %s, removed %s", new.source,
-            changes["added"] or "nothing", changes["changed"] or "nothing",
-            changes["removed"] or "nothing",
-        )
+        if any(changes.values()):
+            log.info(
+                "applied %s: added %s, changed %s, removed %s", why,
+                changes["added"] or "nothing", changes["changed"] or "nothing",
+                changes["removed"] or "nothing",
+            )
         return changes
+
+    async def watch_store(self, interval_s: float = 1.0) -> None:
+        """Apply changes other processes (the CLI) commit to the store, within ``interval_s``.
+
+        SQLite's ``data_version`` changes when another connection commits;
+        reading it is cheap, and there is no cross-process event to wait on.
+        """
+        version = await trio.to_thread.run_sync(self.store.data_version)
+        while True:
+            await trio.sleep(interval_s)
+            current = await trio.to_thread.run_sync(self.store.data_version)
+            if current == version:
+                continue
+            version = current
+            try:
+                await self.sync_from_store("a change in the store")
+            except ConfigError as exc:
+                log.error("the store holds a server that does not validate: %s", exc)
 
     async def watch_revocations(self, interval_s: float = 1.0) -> None:
         """End live sessions whose API key was revoked (or expired), within ``interval_s``.
@@ -257,6 +307,11 @@ class Gateway:
             log.warning("drain timeout: ending sessions with requests still in flight")
         # Each stream still delivers what is in its outbox, then ends.
         self.registry.close_all(reason)
+
+
+def load_projects(store: Store) -> dict[str, ProjectConfig]:
+    """The projects and servers in the store, validated (blocking: call from a thread)."""
+    return projects_from_store(store.projects(), store.servers(), f"{store.path}")
 
 
 def _servers_of(config: Config) -> dict[tuple[str, str], ServerConfig]:
@@ -300,6 +355,16 @@ async def run_gateway(
         ]
     store = await trio.to_thread.run_sync(Store.open, settings.state_dir)
     try:
+        # The file is declarative: make the store hold what it declares, then run
+        # what the store holds (which includes what the CLI or admin API added).
+        applied = await trio.to_thread.run_sync(
+            functools.partial(store.apply_declared, declared_projects(config), actor="config")
+        )
+        for change in applied:
+            log.info("config %s: %s", config.source, change)
+        config = attrs.evolve(
+            config, projects=await trio.to_thread.run_sync(load_projects, store)
+        )
         if admin_token is None:
             created = await trio.to_thread.run_sync(store.ensure_admin_token)
             if created is not None:
@@ -346,6 +411,7 @@ async def run_gateway(
 
             root.start_soon(lifecycle)
             root.start_soon(gateway.watch_revocations)
+            root.start_soon(gateway.watch_store)
             binds = await root.start(serve)
             gateway.url = binds[0]
             pidfile = _pidfile(config)

@@ -155,7 +155,7 @@ async def test_sighup_restarts_only_the_changed_server(tmp_path: Path) -> None:
             result = await s.call("tools/call", {"name": "echo", "arguments": {"text": "still here"}})
             assert result["content"][0]["text"] == "still here"
             assert not s.ended.is_set()
-    assert any("config reloaded" in line and "demo/b" in line for line in gw.stderr)
+    assert any("applied a config reload" in line and "demo/b" in line for line in gw.stderr)
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
