@@ -6,6 +6,7 @@ from .loading import default_config_path as default_config_path
 from .loading import load_config as load_config
 from .loading import parse_server as parse_server
 from .loading import projects_from_store as projects_from_store
+from .loading import redacted_spec as redacted_spec
 from .loading import server_spec as server_spec
 from .models import Config as Config
 from .models import GatewaySettings as GatewaySettings

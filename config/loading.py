@@ -268,6 +268,29 @@ def server_spec(server: ServerConfig) -> dict[str, Any]:
     return spec
 
 
+REDACTED = "[redacted]"
+
+
+def redacted_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A server table fit to show: ``env`` and ``headers`` values hidden.
+
+    A value made only of ``${VAR}`` references names where the secret lives,
+    not the secret, so it is shown; any other value is replaced.
+    """
+    shown = dict(spec)
+    for table in ("env", "headers"):
+        if isinstance(spec.get(table), dict):
+            shown[table] = {
+                key: value if _only_refs(value) else REDACTED
+                for key, value in spec[table].items()
+            }
+    return shown
+
+
+def _only_refs(value: str) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"(\$\{[A-Za-z_][A-Za-z0-9_]*\})+", value) is not None
+
+
 def declared_projects(config: Config) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
     """What a config file declares, in the form ``Store.apply_declared`` takes."""
     return {

@@ -118,6 +118,7 @@ class ServerRow:
 class ProjectRow:
     """A project as stored."""
 
+    id: int
     name: str
     auth: str
     source: str
@@ -200,7 +201,7 @@ class Store:
     # -- projects and servers --------------------------------------------------
     def projects(self) -> list[ProjectRow]:
         with self._lock:
-            rows = self._db.execute("SELECT name, auth, source FROM projects ORDER BY name")
+            rows = self._db.execute("SELECT id, name, auth, source FROM projects ORDER BY name")
             return [ProjectRow(*row) for row in rows.fetchall()]
 
     def servers(self, project: str | None = None) -> list[ServerRow]:

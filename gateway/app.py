@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 
 from upstream import jsonrpc
 
+from .admin import register_admin
 from .auth import bearer_token, check_project_access
 from .legacy_sse import LegacySse
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -107,7 +108,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
 
     @app.before_request
     async def check_origin() -> Response | None:
-        if not request.path.startswith(("/projects/", "/status")):
+        if not request.path.startswith(("/projects/", "/status", "/admin/")):
             return None
         origin = request.headers.get("Origin")
         refusal = check_request(policy, request.headers.get("Host"), origin)
@@ -122,7 +123,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     @app.after_request
     async def add_cors(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if origin is not None and request.path.startswith(("/projects/", "/status")):
+        if origin is not None and request.path.startswith(("/projects/", "/status", "/admin/")):
             if policy.origin_ok(origin, request.headers.get("Host")):
                 for name, value in cors_headers(origin).items():
                     response.headers.setdefault(name, value)
@@ -171,5 +172,6 @@ def create_app(gateway: Gateway) -> QuartTrio:
         return rpc_error(404, -32001, "this gateway uses API keys (Authorization: Bearer), not OAuth")
 
     register_streamable(app, gateway, resolve, rpc_error)
+    register_admin(app, gateway, authorize_admin, json_response)
     return app
 

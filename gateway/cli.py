@@ -8,17 +8,32 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import attrs
 import trio
 
-from config import Config, ConfigError, Store, default_config_path, load_config
+from config import (
+    Config,
+    ConfigError,
+    Store,
+    StoreError,
+    declared_projects,
+    default_config_path,
+    load_config,
+    parse_server,
+    redacted_spec,
+    server_spec,
+)
+from config.importing import read_mcp_servers
 
 from .logs import setup_logging
 
@@ -89,17 +104,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _project_or_fail(config: Config, name: str) -> None:
-    if name not in config.projects:
-        known = ", ".join(sorted(config.projects)) or "none"
-        raise ConfigError(f"{config.source}: no project {name!r} (projects: {known})")
-
-
 def cmd_keys_create(args: argparse.Namespace) -> int:
     config = _load(args)
-    _project_or_fail(config, args.project)
     store = Store.open(config.gateway.state_dir)
     try:
+        # A project declared in the file (the gateway may not have applied it
+        # yet) or created in the store.
+        known = set(config.projects) | {p.name for p in store.projects()}
+        if args.project not in known:
+            raise ConfigError(f"{config.source}: no project {args.project!r} "
+                              f"(projects: {', '.join(sorted(known)) or 'none'})")
         key = store.create_key(args.project, args.name)
     finally:
         store.close()
@@ -138,6 +152,159 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         print(f"mcp-orch: error: no active key with prefix {args.prefix!r}", file=sys.stderr)
         return 1
     print(f"revoked {args.prefix}")
+    return 0
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Store]:
+    config = _load(args)
+    store = Store.open(config.gateway.state_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if getattr(args, "json", False) else text)
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    result = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def cmd_projects_create(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.create_project(args.name, args.auth, actor=_actor())
+    _emit(args, {"name": args.name, "auth": args.auth}, f"created project {args.name}")
+    return 0
+
+
+def cmd_projects_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = store.projects()
+        servers = store.servers()
+    data = [{"name": p.name, "auth": p.auth, "source": p.source,
+             "servers": sum(1 for s in servers if s.project == p.name)} for p in rows]
+    _emit(args, data, "\n".join(
+        f"{d['name']:<20} auth={d['auth']:<8} servers={d['servers']:<3} from {d['source']}"
+        for d in data) or "no projects")
+    return 0
+
+
+def cmd_projects_show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        project = next((p for p in store.projects() if p.name == args.name), None)
+        if project is None:
+            raise StoreError(f"no project {args.name!r}")
+        servers = store.servers(args.name)
+        keys = store.list_keys(args.name)
+    data = {"name": project.name, "auth": project.auth, "source": project.source,
+            "servers": {s.name: redacted_spec(s.spec) for s in servers},
+            "keys": [{"prefix": k.prefix, "name": k.name, "revoked": k.revoked_at is not None}
+                     for k in keys]}
+    lines = [f"project {project.name} (auth={project.auth}, from {project.source})"]
+    lines += [f"  server {name}: {json.dumps(spec)}" for name, spec in data["servers"].items()]
+    lines += [f"  key {k['prefix']}… {k['name']}{' (revoked)' if k['revoked'] else ''}"
+              for k in data["keys"]]
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_projects_delete(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.delete_project(args.name, actor=_actor())
+    _emit(args, {"deleted": args.name}, f"deleted project {args.name} (its keys are revoked)")
+    return 0
+
+
+def cmd_servers_add(args: argparse.Namespace) -> int:
+    spec: dict[str, Any] = {}
+    command = list(args.command or [])
+    if args.url:
+        spec.update(url=args.url, transport=args.transport, headers=_pairs(args.header, "--header"))
+    if command:
+        spec.update(command=command[0], args=command[1:])
+    if args.env:
+        spec["env"] = _pairs(args.env, "--env")
+    for field, value in (("cwd", args.cwd), ("isolation", args.isolation),
+                         ("request_timeout_s", args.timeout)):
+        if value is not None:
+            spec[field] = value
+    if args.disabled:
+        spec["enabled"] = False
+    server = parse_server(args.project, args.name, spec, "command line")
+    with _store(args) as store:
+        store.put_server(args.project, args.name, server_spec(server), actor=_actor(),
+                         create_only=True)
+    _emit(args, {"project": args.project, "name": args.name}, f"added server {args.project}/{args.name}")
+    return 0
+
+
+def cmd_servers_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = store.servers(args.project)
+    data = [{"project": r.project, "name": r.name, "source": r.source,
+             **redacted_spec(r.spec)} for r in rows]
+    _emit(args, data, "\n".join(
+        f"{d['project']}/{d['name']:<20} "
+        f"{'enabled ' if d.get('enabled', True) else 'disabled'} "
+        f"{d.get('url') or ' '.join([d.get('command', ''), *d.get('args', [])])}"
+        for d in data) or "no servers")
+    return 0
+
+
+def cmd_servers_show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        row = next((r for r in store.servers(args.project) if r.name == args.name), None)
+    if row is None:
+        raise StoreError(f"no server {args.project}/{args.name}")
+    data = {"project": row.project, "name": row.name, "source": row.source,
+            **redacted_spec(row.spec)}
+    _emit(args, data, json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_servers_remove(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        store.remove_server(args.project, args.name, actor=_actor())
+    _emit(args, {"removed": f"{args.project}/{args.name}"}, f"removed server {args.project}/{args.name}")
+    return 0
+
+
+def cmd_servers_enable(args: argparse.Namespace) -> int:
+    enabled = args.servers_command == "enable"
+    with _store(args) as store:
+        store.set_enabled(args.project, args.name, enabled, actor=_actor())
+    verb = "enabled" if enabled else "disabled"
+    _emit(args, {verb: f"{args.project}/{args.name}"}, f"{verb} server {args.project}/{args.name}")
+    return 0
+
+
+def cmd_servers_import(args: argparse.Namespace) -> int:
+    specs = read_mcp_servers(args.file, args.project)
+    with _store(args) as store:
+        result = store.import_servers(args.project, specs, actor=_actor())
+    _emit(args, result, "\n".join(f"{verb} server {args.project}/{name}"
+                                  for name, verb in result.items()) or "nothing to import")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    config = _load(args)
+    with _store(args) as store:
+        changes = store.apply_declared(declared_projects(config), actor=_actor())
+    _emit(args, changes, "\n".join(changes) or f"{config.source}: the store already matches")
     return 0
 
 
@@ -180,16 +347,84 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = with_config(keys.add_parser("revoke", help="revoke a key by its prefix"))
     revoke.add_argument("prefix")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    def with_json(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return with_config(p)
+
+    projects = sub.add_parser("projects", help="manage projects").add_subparsers(
+        dest="projects_command", required=True)
+    p = with_json(projects.add_parser("create", help="create a project"))
+    p.add_argument("name")
+    p.add_argument("--auth", choices=["api-key", "none"], default="api-key")
+    p.set_defaults(func=cmd_projects_create)
+    p = with_json(projects.add_parser("list", help="list projects"))
+    p.set_defaults(func=cmd_projects_list)
+    p = with_json(projects.add_parser("show", help="a project's servers and keys"))
+    p.add_argument("name")
+    p.set_defaults(func=cmd_projects_show)
+    p = with_json(projects.add_parser("delete", help="delete a project, its servers and keys"))
+    p.add_argument("name")
+    p.set_defaults(func=cmd_projects_delete)
+
+    servers = sub.add_parser("servers", help="manage servers").add_subparsers(
+        dest="servers_command", required=True)
+    p = with_json(servers.add_parser(
+        "add", help="add a server: … NAME -- COMMAND ARGS…  or  … NAME --url URL",
+        usage="mcp-orch servers add --project P NAME [options] (-- COMMAND [ARGS…] | --url URL)"))
+    p.add_argument("--project", required=True)
+    p.add_argument("name")
+    p.add_argument("--url", help="a remote server's MCP endpoint")
+    p.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
+    p.add_argument("--header", action="append", metavar="K=V", help="HTTP header for --url")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment (${VAR} allowed)")
+    p.add_argument("--cwd")
+    p.add_argument("--isolation", choices=["shared", "session"])
+    p.add_argument("--timeout", type=float, help="request timeout in seconds")
+    p.add_argument("--disabled", action="store_true")
+    p.set_defaults(func=cmd_servers_add)
+    p = with_json(servers.add_parser("list", help="list servers (env values redacted)"))
+    p.add_argument("--project")
+    p.set_defaults(func=cmd_servers_list)
+    for verb, helptext, func in (
+        ("show", "show a server (env values redacted)", cmd_servers_show),
+        ("remove", "remove a server (its sessions end)", cmd_servers_remove),
+        ("enable", "enable a server", cmd_servers_enable),
+        ("disable", "disable a server (its sessions end)", cmd_servers_enable),
+    ):
+        p = with_json(servers.add_parser(verb, help=helptext))
+        p.add_argument("--project", required=True)
+        p.add_argument("name")
+        p.set_defaults(func=func)
+    p = with_json(servers.add_parser(
+        "import", help="import an mcpServers JSON file (Claude Desktop / Cursor format)"))
+    p.add_argument("--project", required=True)
+    p.add_argument("file")
+    p.set_defaults(func=cmd_servers_import)
+
+    p = with_json(sub.add_parser("apply", help="apply the config file's projects and servers to the store"))
+    p.set_defaults(func=cmd_apply)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `servers add … -- COMMAND ARGS…`: what follows `--` is the server's command line,
+    # options included, so it is split off before argparse sees it.
+    tail: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, tail = argv[:at], argv[at + 1:]
     args = build_parser().parse_args(argv)
+    args.command = tail
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"mcp-orch: error: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:
+        print(f"mcp-orch: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

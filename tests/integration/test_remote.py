@@ -15,7 +15,7 @@ from tests.support import demo_projects, open_sse_session, write_config
 
 
 async def start(nursery: trio.Nursery, directory: Path, projects: dict[str, Any]) -> tuple[Any, str]:
-    directory.mkdir()
+    await trio.Path(directory).mkdir()
     config = load_config(write_config(directory, projects))
     store = Store.open(config.gateway.state_dir)
     key = store.create_key("demo")
