@@ -148,8 +148,16 @@ class Session:
             return True
         return False
 
-    def close(self, reason: str) -> None:
-        """End the session; its actor cleans up everything it owned."""
+    def close(self, reason: str, *, fail_in_flight: bool = False) -> None:
+        """End the session; its actor cleans up everything it owned.
+
+        With ``fail_in_flight`` every request still in flight is first answered
+        with a JSON-RPC error carrying ``reason`` (its stream delivers what was
+        queued before it ends), so a client learns why instead of waiting.
+        """
+        if fail_in_flight and not self.closing:
+            for msg_id in list(self._tasks):
+                self.deliver(jsonrpc.error_response(msg_id, jsonrpc.UPSTREAM_UNAVAILABLE, reason))
         if not self.close_reason:
             self.close_reason = reason
         self._scope.cancel()

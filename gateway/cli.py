@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -114,7 +115,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         if args.project not in known:
             raise ConfigError(f"{config.source}: no project {args.project!r} "
                               f"(projects: {', '.join(sorted(known)) or 'none'})")
-        key = store.create_key(args.project, args.name)
+        expires_at = time.time() + args.expires_in if args.expires_in else None
+        key = store.create_key(args.project, args.name, expires_at)
     finally:
         store.close()
     print(
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = with_config(keys.add_parser("create", help="create a key; prints it on the last line"))
     create.add_argument("--project", required=True)
     create.add_argument("--name", default="default")
+    create.add_argument("--expires-in", type=float, metavar="SECONDS",
+                        help="the key stops working after this many seconds")
     create.set_defaults(func=cmd_keys_create)
     listing = with_config(keys.add_parser("list", help="list keys (never the secret)"))
     listing.add_argument("--project")

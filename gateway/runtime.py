@@ -184,7 +184,7 @@ class Gateway:
             supervisor.stop()
         for session in list(self.registry.sessions.values()):
             if (session.project, session.config.name) == key:
-                session.close(reason)
+                session.close(reason, fail_in_flight=True)
 
     async def start_servers(self) -> None:
         for project in self.config.projects.values():

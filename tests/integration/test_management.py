@@ -122,14 +122,33 @@ async def test_cli_manages_a_running_gateway(tmp_path: Path) -> None:
                                    "--json"))
         assert remote["url"] == "https://mcp.linear.app/sse" and remote["transport"] == "sse"
         assert "BSA-literal-secret-value" not in cli_ok(config, "projects", "show", "ops")
-        # Removing a server ends its sessions; deleting a project ends all of its sessions.
+        # Removing a server ends its sessions, and a request in flight gets a clear error.
         async with open_sse_session(url, auth) as s:
-            cli_ok(config, "servers", "remove", "--project", "ops", "tools")
+            async with trio.open_nursery() as nursery:
+                pending: dict[str, Any] = {}
+
+                async def slow() -> None:
+                    pending["reply"] = await s.request(
+                        "tools/call", {"name": "sleep", "arguments": {"seconds": 30}})
+
+                nursery.start_soon(slow)
+                await trio.sleep(0.3)
+                await trio.to_thread.run_sync(
+                    cli_ok, config, "servers", "remove", "--project", "ops", "tools")
+            assert "removed" in pending["reply"]["error"]["message"]
             with trio.fail_after(3):
                 await s.ended.wait()
         cli_ok(config, "servers", "add", "--project", "ops", "tools", "--", "python", "-m",
                "upstream.demo_server")
         await eventually(running)
+        # Revoking the key with the CLI ends the session opened with it.
+        second = cli_ok(config, "keys", "create", "--project", "ops", "--name", "second",
+                        "--expires-in", "3600").strip().splitlines()[-1]
+        async with open_sse_session(url, {"Authorization": f"Bearer {second}"}) as s:
+            cli_ok(config, "keys", "revoke", second[:12])
+            with trio.fail_after(5):
+                await s.ended.wait()
+        # Deleting a project ends all of its sessions.
         async with open_sse_session(url, auth) as s:
             cli_ok(config, "projects", "delete", "ops")
             with trio.fail_after(3):
