@@ -215,6 +215,17 @@ class Store:
             rows = self._db.execute(query + " ORDER BY p.name, s.name", args).fetchall()
         return [ServerRow(p, n, json.loads(spec), src) for p, n, spec, src in rows]
 
+    @staticmethod
+    def _upsert_server(
+        db: sqlite3.Connection, project_id: int, name: str, text: str, source: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO servers (project_id, name, spec, source, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO UPDATE SET "
+            "spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
+            (project_id, name, text, source, time.time()),
+        )
+
     def _project_id(self, db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
         if row is None:
@@ -255,12 +266,7 @@ class Store:
                 raise StoreError(f"server {project}/{name} already exists")
             if row is not None and row[0] == text:
                 return "unchanged"
-            db.execute(
-                "INSERT INTO servers (project_id, name, spec, source, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, name) DO UPDATE SET "
-                "spec = excluded.spec, source = excluded.source, updated_at = excluded.updated_at",
-                (project_id, name, text, source, time.time()),
-            )
+            self._upsert_server(db, project_id, name, text, source)
             return "created" if row is None else "updated"
 
     def remove_server(self, project: str, name: str, *, actor: str) -> None:
@@ -304,12 +310,7 @@ class Store:
                 if row is not None and row[0] == text:
                     result[name] = "unchanged"
                     continue
-                db.execute(
-                    "INSERT INTO servers (project_id, name, spec, source, updated_at) "
-                    "VALUES (?, ?, ?, 'api', ?) ON CONFLICT (project_id, name) DO UPDATE SET "
-                    "spec = excluded.spec, source = 'api', updated_at = excluded.updated_at",
-                    (project_id, name, text, time.time()),
-                )
+                self._upsert_server(db, project_id, name, text, "api")
                 result[name] = "created" if row is None else "updated"
         return result
 
@@ -343,12 +344,7 @@ class Store:
                     text = json.dumps(spec, sort_keys=True)
                     if server in stored and stored[server][0] == text:
                         continue
-                    db.execute(
-                        "INSERT INTO servers (project_id, name, spec, source, updated_at) "
-                        "VALUES (?, ?, ?, 'config', ?) ON CONFLICT (project_id, name) DO UPDATE "
-                        "SET spec = excluded.spec, source = 'config', "
-                        "updated_at = excluded.updated_at",
-                        (project_id, server, text, time.time()))
+                    self._upsert_server(db, project_id, server, text, "config")
                     verb = "updated" if server in stored else "created"
                     changes.append(f"{verb} server {name}/{server}")
                 for server, (_, source) in stored.items():

@@ -61,12 +61,19 @@ def register_admin(
             return error(422, "expected a JSON object", "body")
         return data
 
-    async def project_row(ref: str) -> ProjectRow | None:
+    async def project_row(ref: str) -> ProjectRow:
+        """The project named ``ref`` — or, failing that, whose id it is; 404 otherwise."""
         rows = await run(store.projects)
-        by_name = next((p for p in rows if p.name == ref), None)
-        if by_name is not None or not ref.isdigit():
-            return by_name
-        return next((p for p in rows if p.id == int(ref)), None)
+        found = next((p for p in rows if p.name == ref), None)
+        if found is None and ref.isdigit():
+            found = next((p for p in rows if p.id == int(ref)), None)
+        if found is None:
+            raise StoreError(f"no project {ref!r}")
+        return found
+
+    def key_view(k: Any) -> dict[str, Any]:
+        return {"prefix": k.prefix, "name": k.name, "created_at": k.created_at,
+                "expires_at": k.expires_at, "revoked": k.revoked_at is not None}
 
     async def applied(status: int, body: Any) -> Response:
         await gateway.sync_from_store("the admin API")
@@ -117,42 +124,31 @@ def register_admin(
             return error(422, "unknown field", unknown[0])
         await run(store.create_project, name, auth, actor=ACTOR)
         row = await project_row(name)
-        assert row is not None
         return await applied(201, project_view(row, []))
 
     @admin("/admin/projects/<ref>", ["GET"])
     async def show_project(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         servers = await run(store.servers, row.name)
         keys = await run(store.list_keys, row.name)
         view = project_view(row, servers)
         view["servers"] = [server_view(s) for s in servers]
-        view["keys"] = [{"prefix": k.prefix, "name": k.name, "created_at": k.created_at,
-                         "expires_at": k.expires_at, "revoked": k.revoked_at is not None}
-                        for k in keys]
+        view["keys"] = [key_view(k) for k in keys]
         return json_response(view, 200)
 
     @admin("/admin/projects/<ref>", ["DELETE"])
     async def delete_project(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         await run(store.delete_project, row.name, actor=ACTOR)
         return await applied(200, {"deleted": row.name})
 
     @admin("/admin/projects/<ref>/servers", ["GET"])
     async def list_servers(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         return json_response([server_view(s) for s in await run(store.servers, row.name)], 200)
 
     async def put_server(ref: str, name: str, create: bool) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         data = await body_object()
         if isinstance(data, Response):
             return data
@@ -178,7 +174,7 @@ def register_admin(
     @admin("/admin/projects/<ref>/servers/<name>", ["GET"])
     async def show_server(ref: str, name: str) -> Response:
         row = await project_row(ref)
-        found = [s for s in await run(store.servers, row.name) if s.name == name] if row else []
+        found = [s for s in await run(store.servers, row.name) if s.name == name]
         if not found:
             return error(404, f"no server {ref}/{name}")
         return json_response(server_view(found[0]), 200)
@@ -186,8 +182,6 @@ def register_admin(
     @admin("/admin/projects/<ref>/servers/<name>", ["DELETE"])
     async def remove_server(ref: str, name: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         await run(store.remove_server, row.name, name, actor=ACTOR)
         return await applied(200, {"removed": f"{row.name}/{name}"})
 
@@ -196,16 +190,12 @@ def register_admin(
         if action not in ("enable", "disable"):
             return error(404, f"no action {action!r}")
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         await run(store.set_enabled, row.name, name, action == "enable", actor=ACTOR)
         return await applied(200, {f"{action}d": f"{row.name}/{name}"})
 
     @admin("/admin/projects/<ref>/import", ["POST"])
     async def import_servers(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         data = await request.get_json(force=True, silent=True)
         specs = parse_mcp_servers(data, row.name, "body")
         result = await run(store.import_servers, row.name, specs, actor=ACTOR)
@@ -214,18 +204,12 @@ def register_admin(
     @admin("/admin/projects/<ref>/keys", ["GET"])
     async def list_keys(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         keys = await run(store.list_keys, row.name)
-        return json_response([{"prefix": k.prefix, "name": k.name, "created_at": k.created_at,
-                               "expires_at": k.expires_at, "revoked": k.revoked_at is not None}
-                              for k in keys], 200)
+        return json_response([key_view(k) for k in keys], 200)
 
     @admin("/admin/projects/<ref>/keys", ["POST"])
     async def create_key(ref: str) -> Response:
         row = await project_row(ref)
-        if row is None:
-            return error(404, f"no project {ref!r}")
         data = await body_object()
         if isinstance(data, Response):
             return data

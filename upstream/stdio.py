@@ -5,7 +5,7 @@ so stopping it signals the whole group: ``npx`` and the ``node`` it starts go
 together, and a ``kill -9`` of the leader does not leave a grandchild holding
 the pipes open.
 
-Resource handling: :func:`open_stdio_process` owns the child; whatever way its
+Resource handling: :func:`open_stdio_link` owns the child; whatever way its
 block exits (normally, by error or by cancellation) it closes stdin, gives the
 child ``grace_s`` to exit on EOF, then sends SIGTERM and finally SIGKILL to the
 group, from a shielded scope, so nothing is orphaned.
@@ -267,23 +267,6 @@ class StdioLink:
             nursery.cancel_scope.cancel()
 
 
-@contextlib.asynccontextmanager
-async def open_stdio_link(
-    command: str,
-    args: tuple[str, ...] | list[str],
-    env: Mapping[str, str],
-    cwd: str | None = None,
-    *,
-    grace_s: float = 2.0,
-    stderr_tail: collections.deque[str] | None = None,
-) -> AsyncIterator[StdioLink]:
-    """:func:`open_stdio_process`, as a link."""
-    async with open_stdio_process(
-        command, args, env, cwd, grace_s=grace_s, stderr_tail=stderr_tail
-    ) as process:
-        yield StdioLink(process)
-
-
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -316,7 +299,7 @@ async def stop_process(proc: trio.Process, grace_s: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_stdio_process(
+async def open_stdio_link(
     command: str,
     args: tuple[str, ...] | list[str],
     env: Mapping[str, str],
@@ -324,8 +307,8 @@ async def open_stdio_process(
     *,
     grace_s: float = 2.0,
     stderr_tail: collections.deque[str] | None = None,
-) -> AsyncIterator[StdioProcess]:
-    """Start the server and yield it; stop it (and its group) when the block exits.
+) -> AsyncIterator[StdioLink]:
+    """Start the server and yield its link; stop it (and its group) when the block exits.
 
     Error handling: a command that cannot be started raises
     :class:`UpstreamSpawnError` with the reason.
@@ -348,9 +331,9 @@ async def open_stdio_process(
         reaper.watch(proc.pid)
     try:
         if stderr_tail is None:
-            yield StdioProcess(proc)
+            yield StdioLink(StdioProcess(proc))
         else:
-            yield StdioProcess(proc, stderr_tail)
+            yield StdioLink(StdioProcess(proc, stderr_tail))
     finally:
         await stop_process(proc, grace_s)
         if reaper is not None:
