@@ -353,7 +353,12 @@ class Upstream:
             session.deliver(message)
 
     def _route_request(self, message: jsonrpc.Message) -> None:
-        owners = {p.session.session_id: p.session for p in self._pending.values()}
+        # The gateway's own requests (tools count, resubscribe) have no client to ask.
+        owners = {
+            p.session.session_id: p.session
+            for p in self._pending.values()
+            if not isinstance(p.session, _NoSession)
+        }
         if len(owners) == 1:
             (session,) = owners.values()
             if session.session_id in self.sessions:

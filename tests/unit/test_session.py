@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from actors.session import LATEST_VERSION, Session, negotiate_version
+from actors.upstream import Upstream, _NoSession, _Pending
 from config import ServerConfig
 
 
@@ -37,3 +39,40 @@ def test_negotiation() -> None:
     assert negotiate_version("2025-06-18") == "2025-06-18"
     assert negotiate_version("2099-01-01") == LATEST_VERSION
     assert negotiate_version(None) == LATEST_VERSION
+
+
+class _Peer:
+    """A client session as an upstream sees it: records what it is asked."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.asked: list[dict] = []
+
+    def deliver(self, message: dict, related: object = None) -> None:
+        pass
+
+    def deliver_server_request(self, upstream: object, message: dict) -> None:
+        self.asked.append(message)
+
+
+def test_a_question_goes_to_the_one_client_even_while_the_gateway_asks_its_own() -> None:
+    # Regression: the tools listing the gateway makes right after a (re)start counted
+    # as a second session, so a question asked then was refused as ambiguous.
+    writer_send, writer_recv = trio.open_memory_channel[dict](10)
+    upstream = Upstream("x", None, writer_send)  # type: ignore[arg-type]
+    client = _Peer("client")
+    upstream.attach(client)
+    upstream._pending[1] = _Pending(_NoSession(), 1, trio.open_memory_channel[dict](1)[0])
+    upstream._pending[2] = _Pending(client, "c1", trio.open_memory_channel[dict](1)[0])
+    question = {"jsonrpc": "2.0", "id": "q1", "method": "elicitation/create", "params": {}}
+    upstream._dispatch(question)
+    assert client.asked == [question]
+    with pytest.raises(trio.WouldBlock):
+        writer_recv.receive_nowait()  # nothing was refused upstream
+
+    other = _Peer("other")
+    upstream.attach(other)
+    upstream._pending[3] = _Pending(other, "o1", trio.open_memory_channel[dict](1)[0])
+    upstream._dispatch({**question, "id": "q2"})
+    refusal = writer_recv.receive_nowait()  # two clients: ambiguous, refused
+    assert refusal["id"] == "q2" and "ambiguous" in refusal["error"]["message"]
