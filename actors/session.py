@@ -59,6 +59,22 @@ _OUTCOMES = {
 }
 
 
+#: Log levels in increasing severity (RFC 5424 names, as MCP uses them).
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def _wanted_log(message: jsonrpc.Message, threshold: str | None) -> bool:
+    """Whether a message passes a 2026-07-28 request's ``logLevel`` opt-in."""
+    if message.get("method") != "notifications/message":
+        return True
+    if threshold not in LOG_LEVELS:
+        return False
+    params = message.get("params")
+    level = params.get("level") if isinstance(params, dict) else None
+    rank = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS) - 1
+    return rank >= LOG_LEVELS.index(threshold)  # type: ignore[arg-type]
+
+
 def negotiate_version(requested: Any) -> str:
     """The version to answer ``initialize`` with: the client's if supported, else the latest."""
     return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
@@ -103,6 +119,16 @@ class Session:
     last_activity: float = 0.0
     #: Hash of the API key that opened the session; revoking the key ends it.
     key_hash: str | None = None
+    #: Capabilities the client declared, when known before its first request
+    #: (2026-07-28 clients declare them per request, in ``_meta``).
+    client_capabilities: dict[str, Any] | None = None
+    #: 2026-07-28: the ``logLevel`` the request opted in to; without one no
+    #: ``notifications/message`` reaches it (SEP-2577).
+    log_level: str | None = None
+    #: 2026-07-28: how many ``InputRequiredResult`` rounds this call has been through.
+    mrtr_round: int = 0
+    #: 2026-07-28: the exchange waiting for the client's ``inputResponses``, if any.
+    parked: Any = None
     _upstream_started: bool = False
     _nursery: trio.Nursery | None = None
 
@@ -169,6 +195,8 @@ class Session:
         :meth:`StreamSet.route`); ``related`` names the request it is about.
         """
         if self.streams is not None:
+            if self.transport == "stateless" and not _wanted_log(message, self.log_level):
+                return
             if not self.closed.is_set():
                 self.streams.route(message, related)
             return
@@ -187,6 +215,37 @@ class Session:
         # Made while serving a request of ours: it belongs on that request's stream.
         related = next(iter(self._tasks)) if len(self._tasks) == 1 else None
         self.deliver({**message, "id": out_id}, related)
+
+    def server_request_origin(self, out_id: str) -> jsonrpc.Id | None:
+        """The upstream's own id of the server→client request forwarded as ``out_id``."""
+        target = self._server_requests.get(out_id)
+        return target[1] if target is not None else None
+
+    async def ready_upstream(self) -> Upstream:
+        """This session's upstream once it is serving (starting a private one if needed).
+
+        Raises :class:`UpstreamError` when it does not come up in time.
+        """
+        private = not self._upstream_started
+        self._start_private_upstream(self.client_capabilities or {})
+        assert self.server is not None
+        # A process started just now may take its time; a running one that is
+        # down gets the same short wait as any forwarded request.
+        timeout_s = self.config.request_timeout_s
+        return await self.server.wait_ready(timeout_s if private else min(READY_WAIT_S, timeout_s))
+
+    def close_after(self, delay_s: float, reason: str) -> trio.CancelScope:
+        """Close the session in ``delay_s`` unless the returned scope is cancelled first."""
+        scope = trio.CancelScope()
+
+        async def timer() -> None:
+            with scope:
+                await trio.sleep(delay_s)
+                self.close(reason)
+
+        if self._nursery is not None and not self.closing:
+            self._nursery.start_soon(timer)
+        return scope
 
     # -- actor ----------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Session] = trio.TASK_STATUS_IGNORED) -> None:
@@ -260,7 +319,9 @@ class Session:
                 params = message.get("params")
                 caps = params.get("capabilities") if isinstance(params, dict) else None
                 is_init = method == "initialize" and isinstance(caps, dict)
-                self._start_private_upstream(caps if is_init else {})
+                self._start_private_upstream(
+                    caps if is_init else (self.client_capabilities or {})
+                )
             if "id" not in message:
                 self._on_notification(method, message, nursery)
                 return

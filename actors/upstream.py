@@ -105,6 +105,10 @@ class Upstream:
     close_reason: str = ""
     #: Number of tools the upstream lists (``None`` until known); kept fresh on list_changed.
     tools_count: int | None = None
+    #: Tool name → {argument: ``Mcp-Param-`` header suffix} for arguments marked ``x-mcp-header``.
+    tool_headers: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    #: Set once the first tools listing finished (or failed).
+    tools_listed: trio.Event = attrs.field(factory=trio.Event)
     #: Resource URI → ids of the sessions subscribed to it (shared with the supervisor).
     subscriptions: dict[str, set[str]] = attrs.field(factory=dict)
     _nursery: trio.Nursery | None = None
@@ -138,25 +142,34 @@ class Upstream:
             self._pending.pop(gid, None)
 
     async def refresh_tools(self, timeout_s: float = 10.0) -> None:
-        """Count the upstream's tools (following pagination) for ``/status``."""
-        if "tools" not in (self.init_result.get("capabilities") or {}):
-            return
-        count, cursor = 0, None
+        """List the upstream's tools (following pagination): their count for ``/status``
+        and which arguments travel in ``Mcp-Param-*`` headers (``x-mcp-header``)."""
         try:
-            for _ in range(100):
-                reply = await self.request_internal(
-                    "tools/list", {"cursor": cursor} if cursor else None, timeout_s
-                )
-                result = reply.get("result")
-                if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
-                    return
-                count += len(result["tools"])
-                cursor = result.get("nextCursor")
-                if not cursor:
-                    break
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        self.tools_count = count
+            if "tools" not in (self.init_result.get("capabilities") or {}):
+                return
+            count, cursor = 0, None
+            headers: dict[str, dict[str, str]] = {}
+            try:
+                for _ in range(100):
+                    reply = await self.request_internal(
+                        "tools/list", {"cursor": cursor} if cursor else None, timeout_s
+                    )
+                    result = reply.get("result")
+                    if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+                        return
+                    count += len(result["tools"])
+                    for tool in result["tools"]:
+                        if isinstance(tool, dict) and (found := _header_params(tool)):
+                            headers[str(tool.get("name"))] = found
+                    cursor = result.get("nextCursor")
+                    if not cursor:
+                        break
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            self.tools_count = count
+            self.tool_headers = headers
+        finally:
+            self.tools_listed.set()
 
     @property
     def in_flight(self) -> int:
@@ -421,6 +434,19 @@ async def _initialize(
         raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, "initialize result is not an object")
     upstream.init_result = result
     await upstream._writer_send.send(jsonrpc.notification("notifications/initialized"))
+
+
+def _header_params(tool: dict[str, Any]) -> dict[str, str]:
+    """A tool's arguments whose schema names an ``Mcp-Param-`` header (SEP-2243)."""
+    schema = tool.get("inputSchema")
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        return {}
+    return {
+        name: spec["x-mcp-header"]
+        for name, spec in properties.items()
+        if isinstance(spec, dict) and isinstance(spec.get("x-mcp-header"), str)
+    }
 
 
 def _uri_of(message: jsonrpc.Message) -> str | None:

@@ -336,6 +336,8 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.stop_grace_s)
     _check(gateway.http_session_idle_s > 0, source, "gateway.http_session_idle_s",
            "a number > 0", gateway.http_session_idle_s)
+    _check(gateway.input_wait_s > 0, source, "gateway.input_wait_s", "a number > 0",
+           gateway.input_wait_s)
     state_dir = Path(gateway.state_dir)
     if not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()

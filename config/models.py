@@ -99,6 +99,9 @@ class GatewaySettings:
     sse_poll_s: float = 0.0
     #: The ``retry:`` hint (ms) in priming events: how soon a client should reconnect.
     sse_retry_ms: int = 1000
+    #: 2026-07-28 (MRTR): how long a request that asked the client for input
+    #: waits for the retry carrying ``inputResponses`` before it is cancelled.
+    input_wait_s: float = 300.0
 
 
 @attrs.frozen

@@ -1,5 +1,8 @@
 """Streamable HTTP, the stateful revisions (MCP 2025-03-26, 2025-06-18, 2025-11-25).
 
+(Requests of the stateless revision, 2026-07-28, arrive on the same endpoint
+without a session and are handed to :mod:`gateway.stateless`.)
+
 One endpoint per server, ``/projects/{project}/servers/{server}/mcp``:
 
 * ``POST`` one JSON-RPC message (a batch only in 2025-03-26). ``initialize``
@@ -41,6 +44,7 @@ from upstream import jsonrpc
 
 from . import sse
 from .auth import key_fingerprint
+from .stateless import ALL_VERSIONS, STATELESS_VERSIONS, StatelessEndpoint, wants_stateless
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,16 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
     """Add the Streamable HTTP routes to ``app``."""
     settings = gateway.config.gateway
     path = "/projects/<project>/servers/<server>/mcp"
+    stateless = StatelessEndpoint(gateway)
+
+    def sessionless_stateless() -> Response | None:
+        """GET and DELETE have no meaning in 2026-07-28 (``subscriptions/listen`` replaces GET)."""
+        if (request.headers.get(VERSION_HEADER) in STATELESS_VERSIONS
+                and not request.headers.get(SESSION_HEADER)):
+            return rpc_error(405, jsonrpc.INVALID_REQUEST,
+                             f"{STATELESS_VERSIONS[0]} uses POST only (subscriptions/listen "
+                             "for server notifications)", {"Allow": "POST"})
+        return None
 
     def session_for(project: str, server: str) -> Session | Response:
         session_id = request.headers.get(SESSION_HEADER)
@@ -175,17 +189,22 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
         if content_type != "application/json":
             return rpc_error(415, jsonrpc.INVALID_REQUEST, "Content-Type must be application/json")
         version = request.headers.get(VERSION_HEADER)
-        if version is not None and version not in SUPPORTED_VERSIONS:
-            return rpc_error(
-                400, jsonrpc.INVALID_REQUEST,
-                f"unsupported {VERSION_HEADER} {version!r}; supported: "
-                + ", ".join(SUPPORTED_VERSIONS),
-            )
         body = await request.get_data(cache=False)
         try:
             parsed = jsonrpc.loads(body)
         except jsonrpc.InvalidMessage as exc:
             return rpc_error(400, jsonrpc.PARSE_ERROR, f"parse error: {exc}")
+        if wants_stateless(version, request.headers.get(SESSION_HEADER), parsed):
+            return await stateless.handle(
+                project, config, supervisor, parsed, request.headers,
+                key_fingerprint(request.headers.get("Authorization")),
+            )
+        if version is not None and version not in SUPPORTED_VERSIONS:
+            return rpc_error(
+                400, jsonrpc.INVALID_REQUEST,
+                f"unsupported {VERSION_HEADER} {version!r}; supported: "
+                + ", ".join(ALL_VERSIONS),
+            )
         is_batch = isinstance(parsed, list)
         messages = parsed if is_batch else [parsed]
         if not messages:
@@ -262,6 +281,8 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
     @app.get(path)
     async def mcp_get(project: str, server: str) -> Response:
         await resolve(gateway, project, server)
+        if (refused := sessionless_stateless()) is not None:
+            return refused
         if not _accepts(request.headers.get("Accept"), "text/event-stream"):
             return rpc_error(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
         found = session_for(project, server)
@@ -296,6 +317,8 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
     @app.delete(path)
     async def mcp_delete(project: str, server: str) -> Response:
         await resolve(gateway, project, server)
+        if (refused := sessionless_stateless()) is not None:
+            return refused
         found = session_for(project, server)
         if isinstance(found, Response):
             return found

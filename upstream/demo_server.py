@@ -93,17 +93,37 @@ class Server:
         self._replies: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._next_id = 0
 
-    def request_client(self, method: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    def request_client(self, method: str, params: dict[str, Any], timeout: float = 30,
+                       msg_id: str | None = None) -> dict[str, Any]:
         """Send a request to the client and wait for its response message."""
+        return self.request_client_many([(msg_id, method, params)], timeout)[0]
+
+    def request_client_many(
+        self, requests: list[tuple[str | None, str, dict[str, Any]]], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """Send several requests to the client at once; their responses, in order.
+
+        Each request is ``(id or None, method, params)``; ``None`` picks an id.
+        """
+        waiters = []
         with self.cancel_lock:
-            self._next_id += 1
-            msg_id = f"srv-{self._next_id}"
-            waiter: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
-            self._replies[msg_id] = waiter
-        self.write({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
-        if not waiter[0].wait(timeout):
-            raise TimeoutError(f"no answer to {method} within {timeout} s")
-        return waiter[1][0]
+            for msg_id, method, params in requests:
+                self._next_id += 1
+                chosen = msg_id or f"srv-{self._next_id}"
+                waiter: tuple[threading.Event, list[dict[str, Any]]] = (threading.Event(), [])
+                self._replies[chosen] = waiter
+                waiters.append((chosen, method, params, waiter))
+        for chosen, method, params, _ in waiters:
+            self.write({"jsonrpc": "2.0", "id": chosen, "method": method, "params": params})
+        deadline = time.monotonic() + timeout
+        replies = []
+        for chosen, method, _, waiter in waiters:
+            if not waiter[0].wait(max(0.0, deadline - time.monotonic())):
+                with self.cancel_lock:
+                    self._replies.pop(chosen, None)
+                raise TimeoutError(f"no answer to {method} within {timeout} s")
+            replies.append(waiter[1][0])
+        return replies
 
     def _on_response(self, message: dict[str, Any]) -> None:
         with self.cancel_lock:

@@ -69,7 +69,35 @@ TOOLS = [
     _tool("test_elicitation_sep1330_enums", "Tests elicitation with enum schemas"),
     {"name": "json_schema_2020_12_tool", "description": "Tool with JSON Schema 2020-12 features",
      "inputSchema": SCHEMA_2020_12},
+    # The 2026-07-28 scenarios (stateless, SEP-2575; multi-round trips, SEP-2322). This server
+    # stays stateful: it asks the client with ordinary server→client requests, naming each
+    # request's id after the key the scenario expects, and the gateway turns the questions
+    # into InputRequiredResult rounds.
+    _tool("test_missing_capability", "Needs sampling, which the client must declare"),
+    _tool("test_streaming_elicitation", "Asks the client one elicitation question"),
+    _tool("test_logging_tool", "Emits log messages while it runs"),
+    _tool("test_trigger_tool_change", "Announces that the tool list changed"),
+    _tool("test_trigger_prompt_change", "Announces that the prompt list changed"),
+    _tool("test_input_required_result_elicitation", "Asks the user's name"),
+    _tool("test_input_required_result_sampling", "Asks the client's model a question"),
+    _tool("test_input_required_result_list_roots", "Asks for the client's roots"),
+    _tool("test_input_required_result_request_state", "Asks for a confirmation"),
+    _tool("test_input_required_result_multiple_inputs", "Asks three questions at once"),
+    _tool("test_input_required_result_multi_round", "Asks two questions, one after the other"),
+    _tool("test_input_required_result_tampered_state", "Asks for a confirmation"),
+    _tool("test_input_required_result_capabilities",
+          "Asks by elicitation, falling back to sampling when the client cannot elicit"),
+    _tool("test_header_param", "Echoes an argument that also travels in Mcp-Param-Region",
+          {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+           "required": ["region"]}),
 ]
+
+NAME_QUESTION = {"message": "What is your name?", "requestedSchema": {
+    "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}
+CONFIRM_QUESTION = {"message": "Please confirm", "requestedSchema": {
+    "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}
+CAPITAL_QUESTION = {"messages": [{"role": "user", "content": {
+    "type": "text", "text": "What is the capital of France?"}}], "maxTokens": 100}
 
 RESOURCES = [
     {"uri": "test://static-text", "name": "static-text", "title": "Static Text Resource",
@@ -97,6 +125,8 @@ PROMPTS = [
                     "required": True}]},
     {"name": "test_prompt_with_image", "title": "Prompt With Image",
      "description": "A prompt that includes image content"},
+    {"name": "test_input_required_result_prompt", "title": "Prompt Needing Input",
+     "description": "A prompt that asks the user for its context first"},
 ]
 
 SEP1034_SCHEMA = {
@@ -228,6 +258,13 @@ class ConformanceServer(Server):
                 user({"type": "image", "data": IMAGE, "mimeType": "image/png"}),
                 user({"type": "text", "text": "Please analyze the image above."}),
             ]}
+        if name == "test_input_required_result_prompt":
+            reply = self.request_client("elicitation/create", {
+                "message": "What context should the prompt use?", "requestedSchema": {
+                    "type": "object", "properties": {"context": {"type": "string"}},
+                    "required": ["context"]}}, msg_id="user_context")
+            context = ((reply.get("result") or {}).get("content") or {}).get("context")
+            return {"messages": [user({"type": "text", "text": f"Use this context: {context}"})]}
         raise InvalidParams(f"unknown prompt {name!r}")
 
     def call_tool(self, params: dict[str, Any], msg_id: Any) -> dict[str, Any]:
@@ -317,9 +354,82 @@ class ConformanceServer(Server):
             time.sleep(0.3)
             return text("Reconnection test completed successfully. If you received this, the "
                         "client properly reconnected after stream closure.")
+        if name == "test_header_param":
+            return text(f"region: {args.get('region')}")
+        if name.startswith("test_") and (answer := self.call_2026_tool(name)) is not None:
+            return answer
         if name == "json_schema_2020_12_tool":
             return text(f"JSON Schema 2020-12 tool called with: {json.dumps(args)}")
         return {"content": [{"type": "text", "text": f"unknown tool: {name}"}], "isError": True}
+
+    def call_2026_tool(self, name: str) -> dict[str, Any] | None:
+        """The tools of the 2026-07-28 scenarios; ``None`` for other names."""
+        def failed(reply: dict[str, Any]) -> dict[str, Any] | None:
+            if "error" in reply:
+                return {"content": [{"type": "text", "text": reply["error"].get("message", "")}],
+                        "isError": True}
+            return None
+
+        def content(reply: dict[str, Any]) -> dict[str, Any]:
+            return (reply.get("result") or {}).get("content") or {}
+
+        if name == "test_missing_capability":
+            reply = self.request_client("sampling/createMessage", CAPITAL_QUESTION)
+            return failed(reply) or text(f"sampled: {content(reply).get('text')}")
+        if name in ("test_streaming_elicitation", "test_input_required_result_elicitation"):
+            reply = self.request_client("elicitation/create", NAME_QUESTION, msg_id="user_name")
+            return failed(reply) or text(f"Hello, {content(reply).get('name')}!")
+        if name == "test_logging_tool":
+            for line in ("logging tool started", "logging tool finished"):
+                self.log("info", line)
+            return text("logged")
+        if name == "test_trigger_tool_change":
+            self.write({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            return text("tool list changed")
+        if name == "test_trigger_prompt_change":
+            self.write({"jsonrpc": "2.0", "method": "notifications/prompts/list_changed"})
+            return text("prompt list changed")
+        if name == "test_input_required_result_sampling":
+            reply = self.request_client("sampling/createMessage", CAPITAL_QUESTION,
+                                        msg_id="capital_question")
+            return failed(reply) or text(f"The model said: {content(reply).get('text')}")
+        if name == "test_input_required_result_list_roots":
+            reply = self.request_client("roots/list", {}, msg_id="client_roots")
+            roots = (reply.get("result") or {}).get("roots") or []
+            return failed(reply) or text(f"{len(roots)} root(s)")
+        if name in ("test_input_required_result_request_state",
+                    "test_input_required_result_tampered_state"):
+            reply = self.request_client("elicitation/create", CONFIRM_QUESTION, msg_id="confirm")
+            return failed(reply) or text(f"confirmed: {content(reply).get('ok')}")
+        if name == "test_input_required_result_multiple_inputs":
+            replies = self.request_client_many([
+                ("user_name", "elicitation/create", NAME_QUESTION),
+                ("greeting", "sampling/createMessage", {"messages": [{"role": "user", "content": {
+                    "type": "text", "text": "Generate a greeting"}}], "maxTokens": 50}),
+                ("client_roots", "roots/list", {}),
+            ])
+            for reply in replies:
+                if (refusal := failed(reply)) is not None:
+                    return refusal
+            return text(f"{content(replies[1]).get('text')}, {content(replies[0]).get('name')}!")
+        if name == "test_input_required_result_multi_round":
+            first = self.request_client("elicitation/create", {
+                **NAME_QUESTION, "message": "Step 1: What is your name?"}, msg_id="step1")
+            if (refusal := failed(first)) is not None:
+                return refusal
+            second = self.request_client("elicitation/create", {
+                "message": "Step 2: What is your favorite color?", "requestedSchema": {
+                    "type": "object", "properties": {"color": {"type": "string"}},
+                    "required": ["color"]}}, msg_id="step2")
+            return failed(second) or text(
+                f"{content(first).get('name')} likes {content(second).get('color')}")
+        if name == "test_input_required_result_capabilities":
+            reply = self.request_client("elicitation/create", NAME_QUESTION, msg_id="user_name")
+            if "error" in reply:  # the client cannot elicit: ask its model instead
+                reply = self.request_client("sampling/createMessage", CAPITAL_QUESTION,
+                                            msg_id="capital_question")
+            return failed(reply) or text("answered")
+        return None
 
     def handle(self, message: dict[str, Any]) -> None:
         try:
