@@ -22,7 +22,7 @@ from .legacy_sse import LegacySse
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .origin import OriginPolicy, check_request, cors_headers, preflight_headers
 from .runtime import Gateway, is_loopback
-from .streamable import register_streamable
+from .streamable import SessionPost, register_streamable
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,10 @@ def origin_policy(gateway: Gateway) -> OriginPolicy:
 
 
 def create_asgi(gateway: Gateway) -> Any:
-    """The whole HTTP face: the legacy SSE hot path in front of the Quart app."""
-    return LegacySse(create_app(gateway), gateway, origin_policy(gateway))
+    """The whole HTTP face: the raw-ASGI hot paths (legacy SSE, requests of open
+    Streamable HTTP sessions) in front of the Quart app."""
+    policy = origin_policy(gateway)
+    return LegacySse(SessionPost(create_app(gateway), gateway, policy), gateway, policy)
 
 
 def create_app(gateway: Gateway) -> QuartTrio:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,21 +37,14 @@ import trio
 from upstream import jsonrpc
 
 from . import sse
-from .auth import check_project_access, key_fingerprint
-from .origin import OriginPolicy, check_request, cors_headers
+from .asgi import Headers, Receive, Scope, Send, admit, error_body, read_body, reply
+from .auth import key_fingerprint
+from .origin import OriginPolicy
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 ROUTE = re.compile(r"^/projects/([^/]+)/servers/([^/]+)/(sse|messages)$")
 _STREAM_HEADERS = [(k.lower().encode(), v.encode()) for k, v in sse.STREAM_HEADERS.items()]
-
-
-def _error_body(code: int, message: str) -> bytes:
-    return jsonrpc.dumps(jsonrpc.error_response(None, code, message))
 
 
 class LegacySse:
@@ -73,62 +65,30 @@ class LegacySse:
                     return
         await self.fallback(scope, receive, send)
 
-    async def _reply(
-        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
-        content_type: bytes = b"application/json",
-    ) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type),
-                                (b"content-length", str(len(body)).encode()), *headers]})
-        await send({"type": "http.response.body", "body": body})
-
     async def _handle(
         self, kind: str, project: str, server: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        gateway = self.gateway
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            if name in (b"host", b"origin", b"authorization", b"content-length"):
-                headers[name] = value
-        host = headers[b"host"].decode("latin-1") if b"host" in headers else None
-        origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
-        refusal = check_request(self.policy, host, origin)
-        if refusal is not None:
-            gateway.metrics.rejected.labels(refusal.reason).inc()
-            await self._reply(send, refusal.status, _error_body(
-                jsonrpc.INVALID_REQUEST, refusal.message), [])
-            return
-        extra: list[tuple[bytes, bytes]] = []
-        if origin is not None:
-            extra = [(k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()]
-        authorization = headers.get(b"authorization")
-        denied = await check_project_access(
-            gateway, project, authorization.decode("latin-1") if authorization else None
-        )
-        if denied is not None:
-            await self._reply(send, denied.status, _error_body(-32001, denied.message), [
-                *((k.lower().encode(), v.encode()) for k, v in denied.headers.items()), *extra])
-            return
-        found = gateway.server(project, server)
-        if found is None:
-            await self._reply(send, 404, _error_body(
-                -32001, f"no server {server!r} in project {project!r}"), extra)
+        admitted = await admit(self.gateway, self.policy, scope, project, server, send)
+        if admitted is None:
             return
         if kind == "sse":
-            key_hash = key_fingerprint(authorization.decode("latin-1")) if authorization else None
-            await self._stream(project, server, found, key_hash, receive, send, extra)
+            authorization = admitted.authorization
+            key_hash = key_fingerprint(authorization) if authorization else None
+            await self._stream(project, server, admitted.found, key_hash, receive, send,
+                               admitted.cors)
         else:
-            await self._message(project, server, scope, headers, receive, send, extra)
+            await self._message(project, server, scope, admitted.headers, receive, send,
+                                admitted.cors)
 
     async def _stream(
         self, project: str, server: str, found: Any, key_hash: str | None,
-        receive: Receive, send: Send, extra: list[tuple[bytes, bytes]],
+        receive: Receive, send: Send, extra: Headers,
     ) -> None:
         gateway = self.gateway
         settings = gateway.config.gateway
         if gateway.draining:
             gateway.metrics.rejected.labels("draining").inc()
-            await self._reply(send, 503, _error_body(
+            await reply(send, 503, error_body(
                 jsonrpc.UPSTREAM_UNAVAILABLE, "the gateway is shutting down"),
                 [(b"retry-after", b"5"), *extra])
             return
@@ -179,70 +139,51 @@ class LegacySse:
 
     async def _message(
         self, project: str, server: str, scope: Scope, headers: dict[bytes, bytes],
-        receive: Receive, send: Send, extra: list[tuple[bytes, bytes]],
+        receive: Receive, send: Send, extra: Headers,
     ) -> None:
         gateway = self.gateway
-        limit = gateway.config.gateway.max_body_bytes
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         session_id = (query.get("sessionId") or query.get("session_id") or [""])[0]
         if not session_id:
-            await self._reply(send, 400, _error_body(
+            await reply(send, 400, error_body(
                 jsonrpc.INVALID_REQUEST, "missing sessionId query parameter"), extra)
             return
         session = gateway.registry.get(session_id)
         if session is None or session.project != project or session.config.name != server:
             gateway.metrics.rejected.labels("session").inc()
-            await self._reply(send, 404, _error_body(
+            await reply(send, 404, error_body(
                 -32001, "unknown or ended session; open a new SSE stream"), extra)
             return
-        declared = headers.get(b"content-length")
-        too_large = _error_body(jsonrpc.INVALID_REQUEST, f"request body exceeds {limit} bytes")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            gateway.metrics.rejected.labels("size").inc()
-            await self._reply(send, 413, too_large, extra)
+        body = await read_body(gateway, headers, receive, send, extra)
+        if body is None:
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                return
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                gateway.metrics.rejected.labels("size").inc()
-                await self._reply(send, 413, too_large, extra)
-                return
-            chunks.append(chunk)
-            if not event.get("more_body", False):
-                break
         try:
-            parsed = jsonrpc.loads(b"".join(chunks))
+            parsed = jsonrpc.loads(body)
         except jsonrpc.InvalidMessage as exc:
-            await self._reply(send, 400, _error_body(jsonrpc.PARSE_ERROR, f"parse error: {exc}"),
+            await reply(send, 400, error_body(jsonrpc.PARSE_ERROR, f"parse error: {exc}"),
                               extra)
             return
         batch = parsed if isinstance(parsed, list) else [parsed]
         if not batch:
-            await self._reply(send, 400, _error_body(jsonrpc.INVALID_REQUEST, "empty batch"), extra)
+            await reply(send, 400, error_body(jsonrpc.INVALID_REQUEST, "empty batch"), extra)
             return
         for message in batch:
             try:
                 jsonrpc.classify(message)
             except jsonrpc.InvalidMessage as exc:
-                await self._reply(send, 400, _error_body(
+                await reply(send, 400, error_body(
                     jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}"), extra)
                 return
         for message in batch:
             if not await session.submit(message):
                 if session.closing:
-                    await self._reply(send, 404, _error_body(
+                    await reply(send, 404, error_body(
                         -32001, "the session ended; open a new SSE stream"), extra)
                     return
                 gateway.metrics.rejected.labels("busy").inc()
-                await self._reply(send, 503, _error_body(
+                await reply(send, 503, error_body(
                     jsonrpc.SESSION_BUSY, "session inbox full; retry"),
                     [(b"retry-after", b"1"), *extra])
                 return
-        await self._reply(send, 202, b"Accepted", extra, b"text/plain")
+        await reply(send, 202, b"Accepted", extra, b"text/plain")
 

@@ -30,7 +30,9 @@ stream dropped runs on and its answer waits for the client to resume; only
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +45,20 @@ from actors.streams import EventsLost, EventStream
 from upstream import jsonrpc
 
 from . import sse
+from .asgi import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    admit,
+    error_body,
+    header_list,
+    read_body,
+    replay_body,
+    reply,
+)
 from .auth import key_fingerprint
+from .origin import OriginPolicy
 from .stateless import ALL_VERSIONS, STATELESS_VERSIONS, StatelessEndpoint, wants_stateless
 
 log = logging.getLogger(__name__)
@@ -64,8 +79,107 @@ def _accepts(header: str | None, *types: str) -> bool:
     return all(t in offered or f"{t.split('/')[0]}/*" in offered for t in types)
 
 
+def stream_frames(
+    gateway: Any, session: Session, stream: EventStream, after: int, *, priming: bool
+) -> AsyncIterator[bytes]:
+    """The SSE frames of ``stream`` after sequence number ``after``, until it is drained.
+
+    With ``priming`` (2025-11-25 clients) the first frame is an empty event
+    carrying an id and ``retry``, and ``gateway.sse_poll_s`` closes long
+    streams so the client resumes with ``Last-Event-ID``. While a reader has
+    the stream it is ``attached`` (a second reader gets ``409``).
+    """
+    settings = gateway.config.gateway
+    keepalive_s = settings.keepalive_s
+    # Polling (2025-11-25 only: older clients cannot resume a POST's stream).
+    poll_s = settings.sse_poll_s if priming else 0.0
+    frames = gateway.metrics.stream_frames.labels("http")
+    sent_bytes = gateway.metrics.stream_bytes.labels("http")
+
+    async def body() -> AsyncIterator[bytes]:
+        stream.attached = True
+        last = after
+        close_at = trio.current_time() + poll_s if poll_s > 0 else None
+        try:
+            if priming:
+                yield sse.event(b"", event_id=stream.event_id(after), retry_ms=settings.sse_retry_ms)
+            while True:
+                try:
+                    batch = stream.pending_after(last)
+                except EventsLost as exc:
+                    log.warning("session %s: %s", session.session_id, exc)
+                    return
+                for seq, message in batch:
+                    frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
+                    frames.inc()
+                    sent_bytes.inc(len(frame))
+                    yield frame
+                    last = seq
+                    stream.delivered = max(stream.delivered, seq)
+                if stream.drained(last):
+                    return
+                if close_at is not None and trio.current_time() >= close_at:
+                    return  # the client resumes with GET and Last-Event-ID
+                if not batch:
+                    changed = False
+                    wait_s = keepalive_s
+                    if close_at is not None:
+                        wait_s = min(wait_s, max(0.0, close_at - trio.current_time()))
+                    with trio.move_on_after(wait_s):
+                        await stream.wait_changed()
+                        changed = True
+                    if not changed and (close_at is None or trio.current_time() < close_at):
+                        yield sse.KEEPALIVE
+        finally:
+            stream.attached = False
+            session.touch()
+
+    return body()
+
+
+#: What :func:`await_answer` decided: a JSON body, an SSE stream, or the session ended.
+Answer = tuple[str, Any]
+
+
+async def await_answer(session: Session, stream: EventStream, *, batch: bool, sse_now: bool) -> Answer:
+    """JSON when the answer is all there is; SSE as soon as anything else comes first."""
+    if sse_now:
+        return ("sse", None)
+    while not (stream.finished or stream.has_non_response()):
+        await stream.wait_changed()
+    if stream.finished and not stream.has_non_response():
+        replies = [m for _, m in stream.events]
+        if not replies:
+            if session.closing:
+                return ("ended", None)
+            # Cancelled by the client: no response is due; the stream just ends.
+            return ("sse", None)
+        stream.delivered = stream.next_seq - 1
+        return ("json", replies if batch else replies[0])
+    return ("sse", None)
+
+
+def check_headers(headers: Any, *, need_json_body: bool) -> tuple[int, str] | None:
+    """``Accept`` and ``Content-Type`` rules of a POST: ``(status, message)`` when broken."""
+    if not _accepts(headers.get("Accept"), "application/json", "text/event-stream"):
+        return 406, "Accept must list application/json and text/event-stream"
+    if need_json_body:
+        content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return 415, "Content-Type must be application/json"
+    return None
+
+
+def unsupported_version(version: str | None) -> str | None:
+    if version is not None and version not in SUPPORTED_VERSIONS:
+        return (f"unsupported {VERSION_HEADER} {version!r}; supported: "
+                + ", ".join(ALL_VERSIONS))
+    return None
+
+
 def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: Any) -> None:
-    """Add the Streamable HTTP routes to ``app``."""
+    """Add the Streamable HTTP routes to ``app`` (requests of an open session are served
+    by :class:`SessionPost` in front of it)."""
     settings = gateway.config.gateway
     path = "/projects/<project>/servers/<server>/mcp"
     stateless = StatelessEndpoint(gateway)
@@ -84,110 +198,29 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
         if not session_id:
             return rpc_error(400, jsonrpc.INVALID_REQUEST, f"missing {SESSION_HEADER} header")
         session = gateway.registry.get(session_id)
-        if (
-            session is None
-            or session.streams is None
-            or session.project != project
-            or session.config.name != server
-        ):
+        if not belongs(session, project, server):
             gateway.metrics.rejected.labels("session").inc()
             return rpc_error(404, -32001, "unknown or ended session; initialize again")
-        return session
+        return session  # type: ignore[return-value]
 
-    def stream_response(
+    async def stream_response(
         session: Session, stream: EventStream, after: int, *, priming: bool,
         headers: dict[str, str] | None = None,
-    ) -> Any:
-        keepalive_s = settings.keepalive_s
-        # Polling (2025-11-25 only: older clients cannot resume a POST's stream).
-        poll_s = settings.sse_poll_s if priming else 0.0
-        frames = gateway.metrics.stream_frames.labels("http")
-        sent_bytes = gateway.metrics.stream_bytes.labels("http")
-
-        async def body() -> AsyncIterator[bytes]:
-            stream.attached = True
-            last = after
-            close_at = trio.current_time() + poll_s if poll_s > 0 else None
-            try:
-                if priming:
-                    yield sse.event(
-                        b"", event_id=stream.event_id(after), retry_ms=settings.sse_retry_ms
-                    )
-                while True:
-                    try:
-                        batch = stream.pending_after(last)
-                    except EventsLost as exc:
-                        log.warning("session %s: %s", session.session_id, exc)
-                        return
-                    for seq, message in batch:
-                        frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
-                        frames.inc()
-                        sent_bytes.inc(len(frame))
-                        yield frame
-                        last = seq
-                        stream.delivered = max(stream.delivered, seq)
-                    if stream.drained(last):
-                        return
-                    if close_at is not None and trio.current_time() >= close_at:
-                        return  # the client resumes with GET and Last-Event-ID
-                    if not batch:
-                        changed = False
-                        wait_s = keepalive_s
-                        if close_at is not None:
-                            wait_s = min(wait_s, max(0.0, close_at - trio.current_time()))
-                        with trio.move_on_after(wait_s):
-                            await stream.wait_changed()
-                            changed = True
-                        if not changed and (close_at is None or trio.current_time() < close_at):
-                            yield sse.KEEPALIVE
-            finally:
-                stream.attached = False
-                session.touch()
-
-        async def build() -> Response:
-            response = await make_response(
-                body(), 200, {**sse.STREAM_HEADERS, **(headers or {})}
-            )
-            response.timeout = None
-            return response
-
-        return build()
-
-    async def answer(
-        session: Session, stream: EventStream, batch: bool, sse_now: bool,
-        headers: dict[str, str],
     ) -> Response:
-        """JSON when the answer is all there is; SSE as soon as anything else comes first."""
-        if not sse_now:
-            while not (stream.finished or stream.has_non_response()):
-                await stream.wait_changed()
-            if stream.finished and not stream.has_non_response():
-                replies = [m for _, m in stream.events]
-                if not replies:
-                    if session.closing:
-                        return rpc_error(404, -32001, "the session ended before answering")
-                    # Cancelled by the client: no response is due; the stream just ends.
-                    return await stream_response(session, stream, 0, priming=False,
-                                                 headers=headers)
-                stream.delivered = stream.next_seq - 1
-                body = replies if batch else replies[0]
-                return Response(
-                    jsonrpc.dumps(body), status=200, headers=headers,
-                    content_type="application/json",
-                )
-        return await stream_response(session, stream, 0, priming=sse_now, headers=headers)
+        response = await make_response(
+            stream_frames(gateway, session, stream, after, priming=priming), 200,
+            {**sse.STREAM_HEADERS, **(headers or {})},
+        )
+        response.timeout = None
+        return response
 
     @app.post(path)
     async def mcp_post(project: str, server: str) -> Response:
+        """``initialize`` (a new session), 2026-07-28 requests, and what lacks a session."""
         config, supervisor = await resolve(gateway, project, server)
-        if not _accepts(request.headers.get("Accept"), "application/json", "text/event-stream"):
-            return rpc_error(
-                406, jsonrpc.INVALID_REQUEST,
-                "Accept must list application/json and text/event-stream",
-            )
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            return rpc_error(415, jsonrpc.INVALID_REQUEST, "Content-Type must be application/json")
+        broken = check_headers(request.headers, need_json_body=True)
+        if broken is not None:
+            return rpc_error(broken[0], jsonrpc.INVALID_REQUEST, broken[1])
         version = request.headers.get(VERSION_HEADER)
         body = await request.get_data(cache=False)
         try:
@@ -199,84 +232,47 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
                 project, config, supervisor, parsed, request.headers,
                 key_fingerprint(request.headers.get("Authorization")),
             )
-        if version is not None and version not in SUPPORTED_VERSIONS:
-            return rpc_error(
-                400, jsonrpc.INVALID_REQUEST,
-                f"unsupported {VERSION_HEADER} {version!r}; supported: "
-                + ", ".join(ALL_VERSIONS),
-            )
-        is_batch = isinstance(parsed, list)
-        messages = parsed if is_batch else [parsed]
-        if not messages:
-            return rpc_error(400, jsonrpc.INVALID_REQUEST, "empty batch")
+        if (problem := unsupported_version(version)) is not None:
+            return rpc_error(400, jsonrpc.INVALID_REQUEST, problem)
+        messages = parsed if isinstance(parsed, list) else [parsed]
         try:
-            kinds = [jsonrpc.classify(m) for m in messages]
+            initialize = [m for m in messages if jsonrpc.classify(m) == "request"
+                          and m["method"] == "initialize"]
         except jsonrpc.InvalidMessage as exc:
             return rpc_error(400, jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}")
-        requests = [m for m, k in zip(messages, kinds, strict=True) if k == "request"]
-        ids = [m["id"] for m in requests]
-        if len(set(map(repr, ids))) != len(ids):
-            return rpc_error(400, jsonrpc.INVALID_REQUEST, "duplicate request ids in the batch")
-
-        if any(m["method"] == "initialize" for m in requests):
-            if is_batch:
-                return rpc_error(400, jsonrpc.INVALID_REQUEST, "initialize must be sent alone")
-            if gateway.draining:
-                gateway.metrics.rejected.labels("draining").inc()
-                return rpc_error(503, jsonrpc.UPSTREAM_UNAVAILABLE, "the gateway is shutting down",
-                                 {"Retry-After": "5"})
-            session = gateway.registry.new_session(
-                project, config, supervisor, "http", outbox_size=settings.session_queue
-            )
-            session.idle_timeout_s = settings.http_session_idle_s
-            session.key_hash = key_fingerprint(request.headers.get("Authorization"))
-            await gateway.registry.start(session)
-            assert session.streams is not None
-            stream = session.streams.open(ids)
-            try:
-                await session.submit(messages[0])
-                reply = await answer(
-                    session, stream, False, False, {SESSION_HEADER: session.session_id}
-                )
-            except BaseException:
-                # The client never learned this session's id: nobody can use it.
-                session.close("the client went away during initialize")
-                raise
-            init_reply = stream.events[0][1] if stream.events else {}
-            if "error" in init_reply:
-                session.close("initialize failed")
-            log.info("http session %s opened for %s/%s", session.session_id, project, server)
-            return reply
-
-        found = session_for(project, server)
-        if isinstance(found, Response):
-            return found
-        session = found
-        negotiated = session.protocol_version or version or DEFAULT_VERSION
-        if is_batch and negotiated != "2025-03-26":
-            return rpc_error(
-                400, jsonrpc.INVALID_REQUEST, f"JSON-RPC batches are not part of {negotiated}"
-            )
-        assert session.streams is not None
-        if any(i in session.streams.by_request for i in ids):
-            return rpc_error(400, jsonrpc.INVALID_REQUEST, "a request with this id is in flight")
-        stream = session.streams.open(ids) if requests else None
-        for message in messages:
-            if not await session.submit(message):
-                if stream is not None:
-                    for request_id in ids:
-                        session.streams.abandon(request_id)
-                if session.closing:
-                    return rpc_error(404, -32001, "the session ended; initialize again")
-                gateway.metrics.rejected.labels("busy").inc()
-                return rpc_error(503, jsonrpc.SESSION_BUSY, "session inbox full; retry",
-                                 {"Retry-After": "1"})
-        if stream is None:
-            return Response("", status=202)
-        sse_now = negotiated >= RESUMABLE_FROM and any(
-            m["method"] == "tools/call" for m in requests
+        if not initialize:
+            return rpc_error(400, jsonrpc.INVALID_REQUEST, f"missing {SESSION_HEADER} header")
+        if isinstance(parsed, list):
+            return rpc_error(400, jsonrpc.INVALID_REQUEST, "initialize must be sent alone")
+        if gateway.draining:
+            gateway.metrics.rejected.labels("draining").inc()
+            return rpc_error(503, jsonrpc.UPSTREAM_UNAVAILABLE, "the gateway is shutting down",
+                             {"Retry-After": "5"})
+        session = gateway.registry.new_session(
+            project, config, supervisor, "http", outbox_size=settings.session_queue
         )
-        return await answer(session, stream, is_batch, sse_now, {})
+        session.idle_timeout_s = settings.http_session_idle_s
+        session.key_hash = key_fingerprint(request.headers.get("Authorization"))
+        await gateway.registry.start(session)
+        assert session.streams is not None
+        stream = session.streams.open([parsed["id"]])
+        headers = {SESSION_HEADER: session.session_id}
+        try:
+            await session.submit(parsed)
+            kind, payload = await await_answer(session, stream, batch=False, sse_now=False)
+        except BaseException:
+            # The client never learned this session's id: nobody can use it.
+            session.close("the client went away during initialize")
+            raise
+        if kind == "json" and "error" in payload:
+            session.close("initialize failed")
+        log.info("http session %s opened for %s/%s", session.session_id, project, server)
+        if kind == "json":
+            return Response(jsonrpc.dumps(payload), status=200, headers=headers,
+                            content_type="application/json")
+        if kind == "ended":
+            return rpc_error(404, -32001, "the session ended before answering")
+        return await stream_response(session, stream, 0, priming=False, headers=headers)
 
     @app.get(path)
     async def mcp_get(project: str, server: str) -> Response:
@@ -324,3 +320,147 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
             return found
         found.close("terminated by the client (DELETE)")
         return Response("", status=200)
+
+
+def belongs(session: Session | None, project: str, server: str) -> bool:
+    """Whether a live Streamable HTTP session is one of this project's server's."""
+    return (
+        session is not None
+        and session.streams is not None
+        and session.transport == "http"
+        and session.project == project
+        and session.config.name == server
+    )
+
+
+ROUTE = re.compile(r"^/projects/([^/]+)/servers/([^/]+)/mcp$")
+_STREAM_HEADERS = header_list(sse.STREAM_HEADERS)
+
+
+class SessionPost:
+    """ASGI app: ``POST …/mcp`` with ``Mcp-Session-Id`` — every request of an open
+    session — served without Quart (the hot path); anything else goes to ``fallback``.
+
+    A body that turns out to hold ``initialize`` (a new session) is handed to the
+    Quart app after all, with the body replayed.
+    """
+
+    def __init__(self, fallback: Any, gateway: Any, policy: OriginPolicy) -> None:
+        self.fallback = fallback
+        self.gateway = gateway
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = ROUTE.match(scope["path"])
+            if match is not None and any(k == b"mcp-session-id" for k, _ in scope["headers"]):
+                await self._post(match[1], match[2], scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+    async def _post(self, project: str, server: str, scope: Scope, receive: Receive,
+                    send: Send) -> None:
+        gateway = self.gateway
+        admitted = await admit(gateway, self.policy, scope, project, server, send)
+        if admitted is None:
+            return
+        cors = admitted.cors
+
+        async def fail(status: int, code: int, message: str, extra: Headers = ()) -> None:
+            await reply(send, status, error_body(code, message), [*extra, *cors])
+
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in admitted.headers.items()}
+        lowered = _Lower(headers)
+        broken = check_headers(lowered, need_json_body=True)
+        if broken is not None:
+            return await fail(broken[0], jsonrpc.INVALID_REQUEST, broken[1])
+        body = await read_body(gateway, admitted.headers, receive, send, cors)
+        if body is None:
+            return
+        try:
+            parsed = jsonrpc.loads(body)
+        except jsonrpc.InvalidMessage as exc:
+            return await fail(400, jsonrpc.PARSE_ERROR, f"parse error: {exc}")
+        is_batch = isinstance(parsed, list)
+        messages = parsed if is_batch else [parsed]
+        if not messages:
+            return await fail(400, jsonrpc.INVALID_REQUEST, "empty batch")
+        try:
+            kinds = [jsonrpc.classify(m) for m in messages]
+        except jsonrpc.InvalidMessage as exc:
+            return await fail(400, jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}")
+        requests = [m for m, k in zip(messages, kinds, strict=True) if k == "request"]
+        if any(m["method"] == "initialize" for m in requests):
+            await self.fallback(scope, replay_body(body, receive), send)
+            return
+        version = lowered.get(VERSION_HEADER)
+        if (problem := unsupported_version(version)) is not None:
+            return await fail(400, jsonrpc.INVALID_REQUEST, problem)
+        ids = [m["id"] for m in requests]
+        if len(set(map(repr, ids))) != len(ids):
+            return await fail(400, jsonrpc.INVALID_REQUEST, "duplicate request ids in the batch")
+        session = gateway.registry.get(lowered.get(SESSION_HEADER) or "")
+        if not belongs(session, project, server):
+            gateway.metrics.rejected.labels("session").inc()
+            return await fail(404, -32001, "unknown or ended session; initialize again")
+        assert session is not None and session.streams is not None
+        negotiated = session.protocol_version or version or DEFAULT_VERSION
+        if is_batch and negotiated != "2025-03-26":
+            return await fail(400, jsonrpc.INVALID_REQUEST,
+                              f"JSON-RPC batches are not part of {negotiated}")
+        if any(i in session.streams.by_request for i in ids):
+            return await fail(400, jsonrpc.INVALID_REQUEST, "a request with this id is in flight")
+        stream = session.streams.open(ids) if requests else None
+        for message in messages:
+            if not await session.submit(message):
+                if stream is not None:
+                    for request_id in ids:
+                        session.streams.abandon(request_id)
+                if session.closing:
+                    return await fail(404, -32001, "the session ended; initialize again")
+                gateway.metrics.rejected.labels("busy").inc()
+                return await fail(503, jsonrpc.SESSION_BUSY, "session inbox full; retry",
+                                  [(b"retry-after", b"1")])
+        if stream is None:
+            await reply(send, 202, b"", cors, b"text/plain")
+            return
+        sse_now = negotiated >= RESUMABLE_FROM and any(
+            m["method"] == "tools/call" for m in requests
+        )
+        kind, payload = await await_answer(session, stream, batch=is_batch, sse_now=sse_now)
+        if kind == "json":
+            await reply(send, 200, jsonrpc.dumps(payload), cors)
+        elif kind == "ended":
+            await fail(404, -32001, "the session ended before answering")
+        else:
+            await self._stream(session, stream, sse_now, receive, send, cors)
+
+    async def _stream(self, session: Session, stream: EventStream, priming: bool,
+                      receive: Receive, send: Send, cors: Headers) -> None:
+        """Send the request's stream as SSE until it is drained or the client goes away."""
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_disconnect)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*_STREAM_HEADERS, *cors]})
+            frames = stream_frames(self.gateway, session, stream, 0, priming=priming)
+            async with contextlib.aclosing(frames):
+                async for frame in frames:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
+class _Lower:
+    """Case-insensitive view of a header dict (ASGI names are already lower-case)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._headers.get(name.lower(), default)

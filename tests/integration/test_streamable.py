@@ -219,3 +219,54 @@ async def test_origin_host_and_cors(start_gateway: StartGateway) -> None:
         exposed = r.headers["access-control-expose-headers"].lower()
         assert "mcp-session-id" in exposed and "www-authenticate" in exposed
         assert r.headers["access-control-allow-origin"] == "http://localhost:6274"
+
+
+async def test_requests_of_an_open_session_keep_every_rule(start_gateway: StartGateway) -> None:
+    """Requests carrying Mcp-Session-Id are served by the raw-ASGI hot path
+    (``SessionPost``): the same Origin, auth, size and session rules apply there."""
+    gw = await start_gateway(max_body_bytes=4096)
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-11-25")
+        h = headers(gw, session, "2025-11-25")
+        r = await http.post(mcp_url(gw), headers={**h, "Origin": "http://evil.example"},
+                            json=rpc(1, "tools/list"))
+        assert r.status_code == 403
+        r = await http.post(mcp_url(gw), headers={**h, "Origin": "http://localhost:6274"},
+                            json=rpc(2, "tools/list"))
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "http://localhost:6274"
+        r = await http.post(mcp_url(gw), headers={**h, "Authorization": "Bearer wrong"},
+                            json=rpc(3, "tools/list"))
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = await http.post(mcp_url(gw), headers=h,
+                            json=rpc(4, "tools/call", {"name": "echo",
+                                                       "arguments": {"text": "x" * 8192}}))
+        assert r.status_code == 413
+        r = await http.post(mcp_url(gw), headers=h, json=[])
+        assert r.status_code == 400
+        r = await http.post(mcp_url(gw), headers=h, json={"jsonrpc": "2.0", "id": 5})
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32600
+        # A notification alone: 202, nothing to answer.
+        r = await http.post(mcp_url(gw), headers=h,
+                            json={"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
+        assert r.status_code == 202
+        # 2025-11-25 tools/call streams at once, priming event first.
+        r = await http.post(mcp_url(gw), headers=h,
+                            json=rpc(6, "tools/call", {"name": "echo", "arguments": {"text": "hi"}}))
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_messages(r.text)
+        assert events[0][1] is None and events[0][0]
+        assert events[-1][1]["result"]["content"][0]["text"] == "hi"
+        # initialize sent with a (stale) session header still opens a new session.
+        r = await http.post(mcp_url(gw), headers=h, json=rpc(0, "initialize", {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"}}))
+        assert r.status_code == 200 and r.headers["mcp-session-id"] != session
+        # Only Streamable HTTP sessions answer to Mcp-Session-Id.
+        async with http.stream("GET", gw.sse_url(), headers=gw.auth()) as stream:
+            assert stream.status_code == 200
+            sse_ids = [s.session_id for s in gw.gateway.registry.sessions.values()
+                       if s.transport == "sse"]
+            r = await http.post(mcp_url(gw), headers=headers(gw, sse_ids[0], "2025-11-25"),
+                                json=rpc(7, "tools/list"))
+            assert r.status_code == 404
