@@ -50,6 +50,7 @@ class KeyVerifier:
     ttl_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _cache: dict[bytes, tuple[str | None, float]] = attrs.field(factory=dict)
+    _inflight: dict[bytes, trio.Event] = attrs.field(factory=dict)
 
     def forget(self, key_hash: str) -> None:
         """Drop a cached answer (the key was revoked): the next request asks the store."""
@@ -61,11 +62,25 @@ class KeyVerifier:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        project = await trio.to_thread.run_sync(self.store.project_for_key, key)
-        if len(self._cache) >= MAX_CACHE:
-            self._cache.clear()
-        self._cache[digest] = (project, now + self.ttl_s)
-        return project
+        # One store lookup per key at a time: when the cached answer expires under
+        # load, the requests arriving meanwhile wait for that lookup instead of
+        # each taking a worker thread (seen as a thundering herd at 10k connects).
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            await pending.wait()
+            hit = self._cache.get(digest)
+            if hit is not None:
+                return hit[0]
+        done = self._inflight[digest] = trio.Event()
+        try:
+            project = await trio.to_thread.run_sync(self.store.project_for_key, key)
+            if len(self._cache) >= MAX_CACHE:
+                self._cache.clear()
+            self._cache[digest] = (project, self.clock() + self.ttl_s)
+            return project
+        finally:
+            del self._inflight[digest]
+            done.set()
 
 
 @attrs.frozen

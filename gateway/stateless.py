@@ -226,8 +226,10 @@ class Exchange:
         origin = self.session.server_request_origin(out_id)
         if isinstance(origin, str) and origin and origin not in self.asked:
             return origin
-        self._keys += 1
-        return f"input-{self._keys}"
+        while True:
+            self._keys += 1
+            if (key := f"input-{self._keys}") not in self.asked:
+                return key
 
 
 @attrs.define(eq=False)
