@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import trio
 
 from upstream import jsonrpc
 
@@ -114,6 +115,13 @@ async def read_body(
         chunks.append(chunk)
         if not event.get("more_body", False):
             return b"".join(chunks)
+
+
+async def cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client goes away (run beside a streaming response)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

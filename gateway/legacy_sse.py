@@ -37,7 +37,17 @@ import trio
 from upstream import jsonrpc
 
 from . import sse
-from .asgi import Headers, Receive, Scope, Send, admit, error_body, read_body, reply
+from .asgi import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    admit,
+    cancel_on_disconnect,
+    error_body,
+    read_body,
+    reply,
+)
 from .auth import key_fingerprint
 from .origin import OriginPolicy
 
@@ -102,13 +112,7 @@ class LegacySse:
         endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"
         try:
             async with trio.open_nursery() as nursery:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_disconnect)
+                nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
                 await gateway.registry.start(session)
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [*_STREAM_HEADERS, *extra]})

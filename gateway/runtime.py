@@ -46,6 +46,7 @@ from config import (
 )
 from upstream.stdio import open_reaper
 
+from . import hypercorn_patch
 from .auth import KeyVerifier
 from .metrics import Metrics
 
@@ -385,6 +386,7 @@ async def run_gateway(
             metrics.attach(gateway)
             await gateway.start_servers()
             app = create_asgi(gateway)
+            hypercorn_patch.apply()
             hyper = hypercorn.config.Config()
             hyper.bind = [_bind(settings.host, settings.port)]
             hyper.graceful_timeout = 5.0

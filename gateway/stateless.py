@@ -54,9 +54,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import attrs
@@ -182,6 +183,19 @@ def _check_param_headers(
         if _header_value(header, raw) != expected:
             raise StatelessError(400, HEADER_MISMATCH,
                                  f"{header} header does not match argument {argument!r}")
+
+
+@contextlib.contextmanager
+def _closed_on_failure(session: Session, reason: str) -> Iterator[None]:
+    """Close ``session`` if the block fails; an upstream that is down becomes ``503``."""
+    try:
+        yield
+    except UpstreamError as exc:
+        session.close(reason)
+        raise StatelessError(503, exc.code, str(exc)) from None
+    except BaseException:
+        session.close(reason)
+        raise
 
 
 def _status_for(code: int) -> int:
@@ -404,17 +418,11 @@ class StatelessEndpoint:
         else:
             session = await self._open_session(project, config, supervisor, meta, key_hash)
             if method == "tools/call":
-                try:
+                with _closed_on_failure(session, "refused"):
                     upstream = await session.ready_upstream()
                     with trio.move_on_after(config.request_timeout_s):
                         await upstream.tools_listed.wait()
                     _check_param_headers(upstream.tool_headers, params, headers)
-                except UpstreamError as exc:
-                    session.close("the upstream is unavailable")
-                    raise StatelessError(503, exc.code, str(exc)) from None
-                except BaseException:
-                    session.close("refused")
-                    raise
             assert session.streams is not None
             stream = session.streams.open([message["id"]])
             exchange = Exchange(session, stream, method, binding)
@@ -644,8 +652,7 @@ class StatelessEndpoint:
             raise StatelessError(400, jsonrpc.INVALID_PARAMS,
                                  "notifications.resourceSubscriptions must be a list of URIs")
         session = await self._open_session(project, config, supervisor, meta, key_hash)
-        session.log_level = None
-        try:
+        with _closed_on_failure(session, "listen failed"):
             upstream = await session.ready_upstream()
             capabilities = upstream.init_result.get("capabilities") or {}
             honored: dict[str, Any] = {}
@@ -667,12 +674,6 @@ class StatelessEndpoint:
                 honored["resourceSubscriptions"] = subscribed
                 if subscribed:
                     methods.add("notifications/resources/updated")
-        except UpstreamError as exc:
-            session.close("listen failed")
-            raise StatelessError(503, exc.code, str(exc)) from None
-        except BaseException:
-            session.close("listen failed")
-            raise
         tag = {META_SUBSCRIPTION: msg_id}
         assert session.streams is not None
         stream = session.streams.standalone

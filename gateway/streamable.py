@@ -1,7 +1,11 @@
 """Streamable HTTP, the stateful revisions (MCP 2025-03-26, 2025-06-18, 2025-11-25).
 
-(Requests of the stateless revision, 2026-07-28, arrive on the same endpoint
-without a session and are handed to :mod:`gateway.stateless`.)
+Requests of an open session (``Mcp-Session-Id``) are the hot path and are
+served as raw ASGI by :class:`SessionPost`; ``initialize``, ``GET`` and
+``DELETE`` go through the Quart routes of :func:`register_streamable`. Both
+share :func:`stream_frames` and :func:`await_answer`. Requests of the
+stateless revision, 2026-07-28, arrive without a session and are handed to
+:mod:`gateway.stateless`.
 
 One endpoint per server, ``/projects/{project}/servers/{server}/mcp``:
 
@@ -51,6 +55,7 @@ from .asgi import (
     Scope,
     Send,
     admit,
+    cancel_on_disconnect,
     error_body,
     header_list,
     read_body,
@@ -439,13 +444,7 @@ class SessionPost:
                       receive: Receive, send: Send, cors: Headers) -> None:
         """Send the request's stream as SSE until it is drained or the client goes away."""
         async with trio.open_nursery() as nursery:
-
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch_disconnect)
+            nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope)
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*_STREAM_HEADERS, *cors]})
             frames = stream_frames(self.gateway, session, stream, 0, priming=priming)

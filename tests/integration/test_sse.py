@@ -394,3 +394,21 @@ async def test_resource_updates_reach_subscribed_sessions_only(start_gateway: St
         with trio.fail_after(5):
             while await watched(c):
                 await trio.sleep(0.05)
+
+
+async def test_connections_a_client_closed_are_closed_at_once(start_gateway: StartGateway) -> None:
+    """Hypercorn kept a connection the client closed for keep_alive_timeout (75 s) —
+    socket in CLOSE_WAIT, tasks and buffers held; gateway/hypercorn_patch.py ends it."""
+    gw = await start_gateway()
+    host, port = gw.url.rsplit("/", 1)[1].split(":")
+    await trio.sleep(0.2)
+    fds = open_fds()
+    for i in range(20):
+        stream = await trio.open_tcp_stream(host, int(port))
+        if i % 2:  # half send a request first and read the answer
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 200")
+        await stream.aclose()
+    with trio.fail_after(3):  # without the fix: 75 s
+        while open_fds() > fds:
+            await trio.sleep(0.05)
