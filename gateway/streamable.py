@@ -64,7 +64,7 @@ from .asgi import (
 )
 from .auth import key_fingerprint
 from .origin import OriginPolicy
-from .stateless import ALL_VERSIONS, STATELESS_VERSIONS, StatelessEndpoint, wants_stateless
+from .stateless import STATELESS_VERSIONS, StatelessEndpoint, wants_stateless
 
 log = logging.getLogger(__name__)
 
@@ -164,21 +164,22 @@ async def await_answer(session: Session, stream: EventStream, *, batch: bool, ss
     return ("sse", None)
 
 
-def check_headers(headers: Any, *, need_json_body: bool) -> tuple[int, str] | None:
+def check_headers(headers: Any) -> tuple[int, str] | None:
     """``Accept`` and ``Content-Type`` rules of a POST: ``(status, message)`` when broken."""
     if not _accepts(headers.get("Accept"), "application/json", "text/event-stream"):
         return 406, "Accept must list application/json and text/event-stream"
-    if need_json_body:
-        content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            return 415, "Content-Type must be application/json"
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return 415, "Content-Type must be application/json"
     return None
 
 
 def unsupported_version(version: str | None) -> str | None:
+    """Why a session's ``MCP-Protocol-Version`` is refused, or ``None``."""
     if version is not None and version not in SUPPORTED_VERSIONS:
-        return (f"unsupported {VERSION_HEADER} {version!r}; supported: "
-                + ", ".join(ALL_VERSIONS))
+        return (f"unsupported {VERSION_HEADER} {version!r} for a session; supported: "
+                + ", ".join(SUPPORTED_VERSIONS)
+                + f" ({', '.join(STATELESS_VERSIONS)}: without a session)")
     return None
 
 
@@ -223,7 +224,7 @@ def register_streamable(app: QuartTrio, gateway: Any, resolve: Any, rpc_error: A
     async def mcp_post(project: str, server: str) -> Response:
         """``initialize`` (a new session), 2026-07-28 requests, and what lacks a session."""
         config, supervisor = await resolve(gateway, project, server)
-        broken = check_headers(request.headers, need_json_body=True)
+        broken = check_headers(request.headers)
         if broken is not None:
             return rpc_error(broken[0], jsonrpc.INVALID_REQUEST, broken[1])
         version = request.headers.get(VERSION_HEADER)
@@ -376,7 +377,7 @@ class SessionPost:
 
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in admitted.headers.items()}
         lowered = _Lower(headers)
-        broken = check_headers(lowered, need_json_body=True)
+        broken = check_headers(lowered)
         if broken is not None:
             return await fail(broken[0], jsonrpc.INVALID_REQUEST, broken[1])
         body = await read_body(gateway, admitted.headers, receive, send, cors)
