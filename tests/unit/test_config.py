@@ -288,6 +288,12 @@ SERVER = "[projects.demo.servers.x]\n"
             id="window-zero",
         ),
         pytest.param(
+            "[gateway]\ninput_wait_s = 0\n",
+            "gateway.input_wait_s",
+            "expected a number > 0, got 0",
+            id="input-wait-zero",
+        ),
+        pytest.param(
             SERVER + 'command = "a"\nrestart = { backoff_initial_s = -0.5 }\n',
             "projects.demo.servers.x.restart.backoff_initial_s",
             "expected a number > 0, got -0.5",
