@@ -524,21 +524,19 @@ class StatelessEndpoint:
         out_id = question["id"]
         method = question["method"]
         capability = INPUT_CAPABILITY.get(method)
-        declared = session.client_capabilities or {}
-        if capability is None or capability not in declared:
-            reason = (
-                f"the client did not declare the {capability!r} capability for this request"
-                if capability is not None
-                else f"{method!r} cannot be asked of a {STATELESS_VERSION} client"
-            )
-            if capability is not None:
-                exchange.missing[capability] = {}
-            data = {"requiredCapabilities": {capability: {}}} if capability else None
-            code = MISSING_CLIENT_CAPABILITY if capability else jsonrpc.METHOD_NOT_FOUND
-            error: dict[str, Any] = {"code": code, "message": reason}
-            if data is not None:
-                error["data"] = data
-            await session.submit({"jsonrpc": "2.0", "id": out_id, "error": error})
+        refusal = None
+        if capability is None:
+            refusal = jsonrpc.error_response(
+                out_id, jsonrpc.METHOD_NOT_FOUND,
+                f"{method!r} cannot be asked of a {STATELESS_VERSION} client")
+        elif capability not in (session.client_capabilities or {}):
+            exchange.missing[capability] = {}
+            refusal = jsonrpc.error_response(
+                out_id, MISSING_CLIENT_CAPABILITY,
+                f"the client did not declare the {capability!r} capability for this request",
+                {"requiredCapabilities": {capability: {}}})
+        if refusal is not None:
+            await session.submit(refusal)
             return
         key = exchange.key_for(out_id)
         exchange.asked[key] = out_id
@@ -725,7 +723,4 @@ class StatelessEndpoint:
     def _error(self, msg_id: jsonrpc.Id | None, exc: StatelessError) -> Response:
         if exc.status >= 400:
             self.gateway.metrics.rejected.labels("invalid").inc()
-        error: dict[str, Any] = {"code": exc.code, "message": str(exc)}
-        if exc.data is not None:
-            error["data"] = exc.data
-        return self._json({"jsonrpc": "2.0", "id": msg_id, "error": error}, exc.status)
+        return self._json(jsonrpc.error_response(msg_id, exc.code, str(exc), exc.data), exc.status)

@@ -84,7 +84,7 @@ def _accepts(header: str | None, *types: str) -> bool:
     return all(t in offered or f"{t.split('/')[0]}/*" in offered for t in types)
 
 
-def stream_frames(
+async def stream_frames(
     gateway: Any, session: Session, stream: EventStream, after: int, *, priming: bool
 ) -> AsyncIterator[bytes]:
     """The SSE frames of ``stream`` after sequence number ``after``, until it is drained.
@@ -101,45 +101,43 @@ def stream_frames(
     frames = gateway.metrics.stream_frames.labels("http")
     sent_bytes = gateway.metrics.stream_bytes.labels("http")
 
-    async def body() -> AsyncIterator[bytes]:
-        stream.attached = True
-        last = after
-        close_at = trio.current_time() + poll_s if poll_s > 0 else None
-        try:
-            if priming:
-                yield sse.event(b"", event_id=stream.event_id(after), retry_ms=settings.sse_retry_ms)
-            while True:
-                try:
-                    batch = stream.pending_after(last)
-                except EventsLost as exc:
-                    log.warning("session %s: %s", session.session_id, exc)
-                    return
-                for seq, message in batch:
-                    frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
-                    frames.inc()
-                    sent_bytes.inc(len(frame))
-                    yield frame
-                    last = seq
-                    stream.delivered = max(stream.delivered, seq)
-                if stream.drained(last):
-                    return
-                if close_at is not None and trio.current_time() >= close_at:
-                    return  # the client resumes with GET and Last-Event-ID
-                if not batch:
-                    changed = False
-                    wait_s = keepalive_s
-                    if close_at is not None:
-                        wait_s = min(wait_s, max(0.0, close_at - trio.current_time()))
-                    with trio.move_on_after(wait_s):
-                        await stream.wait_changed()
-                        changed = True
-                    if not changed and (close_at is None or trio.current_time() < close_at):
-                        yield sse.KEEPALIVE
-        finally:
-            stream.attached = False
-            session.touch()
+    stream.attached = True
+    last = after
+    close_at = trio.current_time() + poll_s if poll_s > 0 else None
+    try:
+        if priming:
+            yield sse.event(b"", event_id=stream.event_id(after), retry_ms=settings.sse_retry_ms)
+        while True:
+            try:
+                batch = stream.pending_after(last)
+            except EventsLost as exc:
+                log.warning("session %s: %s", session.session_id, exc)
+                return
+            for seq, message in batch:
+                frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
+                frames.inc()
+                sent_bytes.inc(len(frame))
+                yield frame
+                last = seq
+                stream.delivered = max(stream.delivered, seq)
+            if stream.drained(last):
+                return
+            if close_at is not None and trio.current_time() >= close_at:
+                return  # the client resumes with GET and Last-Event-ID
+            if not batch:
+                changed = False
+                wait_s = keepalive_s
+                if close_at is not None:
+                    wait_s = min(wait_s, max(0.0, close_at - trio.current_time()))
+                with trio.move_on_after(wait_s):
+                    await stream.wait_changed()
+                    changed = True
+                if not changed and (close_at is None or trio.current_time() < close_at):
+                    yield sse.KEEPALIVE
+    finally:
+        stream.attached = False
+        session.touch()
 
-    return body()
 
 
 #: What :func:`await_answer` decided: a JSON body, an SSE stream, or the session ended.
@@ -375,8 +373,7 @@ class SessionPost:
         async def fail(status: int, code: int, message: str, extra: Headers = ()) -> None:
             await reply(send, status, error_body(code, message), [*extra, *cors])
 
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in admitted.headers.items()}
-        lowered = _Lower(headers)
+        lowered = _Lower(admitted.headers)
         broken = check_headers(lowered)
         if broken is not None:
             return await fail(broken[0], jsonrpc.INVALID_REQUEST, broken[1])
@@ -457,10 +454,12 @@ class SessionPost:
 
 
 class _Lower:
-    """Case-insensitive view of a header dict (ASGI names are already lower-case)."""
+    """``headers.get("Name")`` over ASGI's lower-case byte headers, as the checks shared
+    with the Quart routes expect."""
 
-    def __init__(self, headers: dict[str, str]) -> None:
+    def __init__(self, headers: dict[bytes, bytes]) -> None:
         self._headers = headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self._headers.get(name.lower(), default)
+        value = self._headers.get(name.lower().encode())
+        return value.decode("latin-1") if value is not None else default
