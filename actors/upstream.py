@@ -173,7 +173,9 @@ class Upstream:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        """Client requests waiting for this upstream; the gateway's own (the tools
+        listing after every start) are not counted."""
+        return sum(1 for p in self._pending.values() if not isinstance(p.session, _NoSession))
 
     # -- sessions -----------------------------------------------------------
     def attach(self, session: SessionPeer) -> None:

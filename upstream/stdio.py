@@ -50,16 +50,20 @@ class Reaper:
 
     _send: trio.MemorySendChannel[bytes]
 
-    def _tell(self, line: str) -> None:
+    def _tell(self, line: str) -> bool:
         try:
             self._send.send_nowait(line.encode())
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            log.warning("reaper unavailable; process group %s not registered", line)
+            return False
+        return True
 
     def watch(self, pgid: int) -> None:
-        self._tell(f"+{pgid}\n")
+        if not self._tell(f"+{pgid}\n"):
+            log.warning("reaper unavailable; process group %d is not watched", pgid)
 
     def forget(self, pgid: int) -> None:
+        """The group was stopped; when the reaper is already gone (the gateway is
+        shutting down) there is nothing left to unregister."""
         self._tell(f"-{pgid}\n")
 
 

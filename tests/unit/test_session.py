@@ -76,3 +76,23 @@ def test_a_question_goes_to_the_one_client_even_while_the_gateway_asks_its_own()
     upstream._dispatch({**question, "id": "q2"})
     refusal = writer_recv.receive_nowait()  # two clients: ambiguous, refused
     assert refusal["id"] == "q2" and "ambiguous" in refusal["error"]["message"]
+
+
+async def test_in_flight_counts_client_requests_not_the_gateways_own() -> None:
+    # Regression: the gateway's tools listing after a start counted as in flight, so a
+    # test (and an operator reading /status) waiting for "the client's call reached the
+    # upstream" could see the listing instead and act before the call was there.
+    writer_send, writer_recv = trio.open_memory_channel[dict](10)
+    upstream = Upstream("x", None, writer_send)  # type: ignore[arg-type]
+    client = _Peer("client")
+    upstream.attach(client)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(upstream.request_internal, "tools/list", None, 10.0)
+        listing = await writer_recv.receive()
+        assert listing["method"] == "tools/list"
+        assert upstream.in_flight == 0
+        call = {"jsonrpc": "2.0", "id": "c1", "method": "tools/call", "params": {}}
+        nursery.start_soon(upstream.call, client, call, 10.0)
+        await writer_recv.receive()
+        assert upstream.in_flight == 1
+        nursery.cancel_scope.cancel()
