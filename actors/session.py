@@ -22,6 +22,7 @@ Rules a real client depends on:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -99,8 +100,9 @@ class Session:
     client_info: dict[str, Any] | None = None
     close_reason: str = ""
     closed: trio.Event = attrs.field(factory=trio.Event)
-    outbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
-    _outbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
+    #: Legacy SSE: what the stream sends, in order; ``None`` asks for a keep-alive comment.
+    outbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message | None] = attrs.field(init=False)
+    _outbound_send: trio.MemorySendChannel[jsonrpc.Message | None] = attrs.field(init=False)
     _inbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
     _inbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
     _tasks: dict[jsonrpc.Id, trio.CancelScope] = attrs.field(factory=dict)
@@ -207,6 +209,13 @@ class Session:
             self.close("the client did not read its stream (outbound queue full)")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    def nudge(self) -> None:
+        """Legacy SSE: ask the stream for a keep-alive comment (never ends the session:
+        an outbox with no room is not idle)."""
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
+                                 trio.ClosedResourceError):
+            self._outbound_send.send_nowait(None)
 
     def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
         """Forward an upstream's request to the client under an id of this session."""

@@ -52,6 +52,8 @@ class EventStream:
     attached: bool = False
     #: The highest sequence number handed to a reader so far.
     delivered: int = 0
+    #: The gateway's heartbeat asked the reader for a keep-alive comment.
+    keepalive_due: bool = False
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     def event_id(self, seq: int) -> str:
@@ -72,6 +74,11 @@ class EventStream:
             self.awaiting.discard(message.get("id"))  # type: ignore[arg-type]
             if not self.awaiting:
                 self.finished = True
+        self._signal()
+
+    def nudge(self) -> None:
+        """Wake the reader for a keep-alive comment."""
+        self.keepalive_due = True
         self._signal()
 
     def finish(self) -> None:

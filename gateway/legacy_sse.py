@@ -12,7 +12,8 @@ Wire behaviour, as the reference SDKs and MCP Inspector speak it:
   that leads to a JSON-RPC error still gets ``202``: the Python SDK client
   dies on any non-2xx POST, so the error goes on the stream.
 * Keep-alive comments every ``keepalive_s`` keep idle streams open through
-  Node's 5-minute idle timeout and proxies.
+  Node's 5-minute idle timeout and proxies; the gateway's heartbeat asks for
+  them (``gateway/keepalive.py``), so an idle stream holds no timer.
 
 Why raw ASGI: per call these two routes are the whole cost of the gateway,
 and profiling showed Quart's request and response machinery taking most of
@@ -120,22 +121,22 @@ class LegacySse:
                             "body": sse.event(endpoint, name="endpoint")})
                 log.info("sse session %s opened for %s/%s", session.session_id, project, server)
                 receive_message = session.outbound_recv.receive
-                keepalive_s = settings.keepalive_s
-                try:
-                    while True:
-                        message = None
-                        with trio.move_on_after(keepalive_s):
+                with gateway.heartbeat.watch(session.nudge) as beat:
+                    try:
+                        while True:
                             message = await receive_message()
-                        if message is None:
-                            frame = sse.KEEPALIVE
-                        else:
-                            frame = sse.event(jsonrpc.dumps(message), name="message")
-                            frames.inc()
-                            sent_bytes.inc(len(frame))
-                        await send({"type": "http.response.body", "body": frame,
-                                    "more_body": True})
-                except trio.EndOfChannel:
-                    log.info("sse session %s ended: %s", session.session_id, session.close_reason)
+                            if message is None:  # the heartbeat's nudge
+                                frame = sse.KEEPALIVE
+                            else:
+                                frame = sse.event(jsonrpc.dumps(message), name="message")
+                                frames.inc()
+                                sent_bytes.inc(len(frame))
+                            await send({"type": "http.response.body", "body": frame,
+                                        "more_body": True})
+                            beat.sent()
+                    except trio.EndOfChannel:
+                        log.info("sse session %s ended: %s", session.session_id,
+                                 session.close_reason)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 nursery.cancel_scope.cancel()
         finally:

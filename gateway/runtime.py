@@ -48,6 +48,7 @@ from upstream.stdio import open_reaper
 
 from . import hypercorn_patch
 from .auth import KeyVerifier
+from .keepalive import Heartbeat
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ class Gateway:
     listener_closed: trio.Event = attrs.field(factory=trio.Event)
     url: str = ""
     reloads: int = 0
+    #: Sends the keep-alive comments of every idle SSE stream (``gateway/keepalive.py``).
+    heartbeat: Heartbeat = attrs.field(
+        default=attrs.Factory(lambda self: Heartbeat(self.config.gateway.keepalive_s),
+                              takes_self=True)
+    )
 
     # -- lookups -----------------------------------------------------------------
     def project(self, name: str) -> ProjectConfig | None:
@@ -413,6 +419,7 @@ async def run_gateway(
 
             root.start_soon(lifecycle)
             root.start_soon(gateway.watch_revocations)
+            root.start_soon(gateway.heartbeat.run)
             root.start_soon(gateway.watch_store)
             binds = await root.start(serve)
             gateway.url = binds[0]

@@ -675,7 +675,6 @@ class StatelessEndpoint:
         tag = {META_SUBSCRIPTION: msg_id}
         assert session.streams is not None
         stream = session.streams.standalone
-        keepalive_s = self.gateway.config.gateway.keepalive_s
 
         def tagged(note: jsonrpc.Message) -> jsonrpc.Message:
             params = note.get("params")
@@ -686,28 +685,34 @@ class StatelessEndpoint:
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                yield sse.event(jsonrpc.dumps(tagged(jsonrpc.notification(
-                    "notifications/subscriptions/acknowledged", {"notifications": honored}))))
-                after = stream.next_seq - 1
-                while True:
-                    try:
-                        batch = stream.pending_after(after)
-                    except EventsLost:
-                        after = stream.next_seq - 1
-                        continue
-                    for seq, note in batch:
-                        after = seq
-                        if note.get("method") in methods:
-                            yield sse.event(jsonrpc.dumps(tagged(note)))
-                    if stream.drained(after):
-                        # The gateway ended the subscription: say so with the listen result.
-                        yield sse.event(jsonrpc.dumps(jsonrpc.result_response(
-                            msg_id, {"resultType": "complete", "_meta": tag})))
-                        return
-                    with trio.move_on_after(keepalive_s) as idle:
-                        await stream.wait_changed()
-                    if idle.cancelled_caught:
-                        yield sse.KEEPALIVE
+                with self.gateway.heartbeat.watch(stream.nudge) as beat:
+                    yield sse.event(jsonrpc.dumps(tagged(jsonrpc.notification(
+                        "notifications/subscriptions/acknowledged", {"notifications": honored}))))
+                    after = stream.next_seq - 1
+                    while True:
+                        try:
+                            batch = stream.pending_after(after)
+                        except EventsLost:
+                            after = stream.next_seq - 1
+                            continue
+                        for seq, note in batch:
+                            after = seq
+                            if note.get("method") in methods:
+                                yield sse.event(jsonrpc.dumps(tagged(note)))
+                                beat.sent()
+                        if stream.drained(after):
+                            # The gateway ended the subscription: say so with the listen result.
+                            yield sse.event(jsonrpc.dumps(jsonrpc.result_response(
+                                msg_id, {"resultType": "complete", "_meta": tag})))
+                            return
+                        if batch:
+                            continue  # more may have come while a frame was being sent
+                        if stream.keepalive_due:
+                            stream.keepalive_due = False
+                            yield sse.KEEPALIVE
+                            beat.sent()
+                        else:
+                            await stream.wait_changed()
             finally:
                 session.close("listen stream closed")
 

@@ -95,45 +95,49 @@ async def stream_frames(
     the stream it is ``attached`` (a second reader gets ``409``).
     """
     settings = gateway.config.gateway
-    keepalive_s = settings.keepalive_s
     # Polling (2025-11-25 only: older clients cannot resume a POST's stream).
     poll_s = settings.sse_poll_s if priming else 0.0
     frames = gateway.metrics.stream_frames.labels("http")
     sent_bytes = gateway.metrics.stream_bytes.labels("http")
 
     stream.attached = True
+    stream.keepalive_due = False
     last = after
     close_at = trio.current_time() + poll_s if poll_s > 0 else None
     try:
-        if priming:
-            yield sse.event(b"", event_id=stream.event_id(after), retry_ms=settings.sse_retry_ms)
-        while True:
-            try:
-                batch = stream.pending_after(last)
-            except EventsLost as exc:
-                log.warning("session %s: %s", session.session_id, exc)
-                return
-            for seq, message in batch:
-                frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
-                frames.inc()
-                sent_bytes.inc(len(frame))
-                yield frame
-                last = seq
-                stream.delivered = max(stream.delivered, seq)
-            if stream.drained(last):
-                return
-            if close_at is not None and trio.current_time() >= close_at:
-                return  # the client resumes with GET and Last-Event-ID
-            if not batch:
-                changed = False
-                wait_s = keepalive_s
-                if close_at is not None:
-                    wait_s = min(wait_s, max(0.0, close_at - trio.current_time()))
-                with trio.move_on_after(wait_s):
-                    await stream.wait_changed()
-                    changed = True
-                if not changed and (close_at is None or trio.current_time() < close_at):
+        with gateway.heartbeat.watch(stream.nudge) as beat:
+            if priming:
+                yield sse.event(b"", event_id=stream.event_id(after),
+                                retry_ms=settings.sse_retry_ms)
+            while True:
+                try:
+                    batch = stream.pending_after(last)
+                except EventsLost as exc:
+                    log.warning("session %s: %s", session.session_id, exc)
+                    return
+                for seq, message in batch:
+                    frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
+                    frames.inc()
+                    sent_bytes.inc(len(frame))
+                    yield frame
+                    beat.sent()
+                    last = seq
+                    stream.delivered = max(stream.delivered, seq)
+                if stream.drained(last):
+                    return
+                if close_at is not None and trio.current_time() >= close_at:
+                    return  # the client resumes with GET and Last-Event-ID
+                if batch:
+                    continue
+                if stream.keepalive_due:
+                    stream.keepalive_due = False
                     yield sse.KEEPALIVE
+                    beat.sent()
+                elif close_at is None:
+                    await stream.wait_changed()
+                else:
+                    with trio.move_on_after(max(0.0, close_at - trio.current_time())):
+                        await stream.wait_changed()
     finally:
         stream.attached = False
         session.touch()

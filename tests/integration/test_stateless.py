@@ -407,3 +407,18 @@ async def test_an_upstream_that_is_down_gets_a_clear_error_not_a_hang(
                 assert body["error"]["code"] in (-32000, -32002), body
                 assert "demo" in body["error"]["message"]
     assert not stateless_sessions(gw)
+
+
+async def test_an_idle_listen_stream_gets_keepalive_comments(start_gateway: StartGateway) -> None:
+    gw = await start_gateway(projects(), keepalive_s=0.2)
+    listen = request("L1", "subscriptions/listen", {"notifications": {"toolsListChanged": True}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        async with http.stream("POST", url(gw), headers=headers_for(gw, listen),
+                               content=json.dumps(listen)) as s:
+            assert s.status_code == 200
+            pings = 0
+            with trio.move_on_after(1.0):
+                async for line in s.aiter_lines():
+                    pings += line == ": ping"
+            assert pings >= 2
+    await settle(gw)

@@ -270,3 +270,19 @@ async def test_requests_of_an_open_session_keep_every_rule(start_gateway: StartG
             r = await http.post(mcp_url(gw), headers=headers(gw, sse_ids[0], "2025-11-25"),
                                 json=rpc(7, "tools/list"))
             assert r.status_code == 404
+
+
+async def test_idle_streams_get_keepalive_comments(start_gateway: StartGateway) -> None:
+    gw = await start_gateway(keepalive_s=0.2)
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-06-18")
+        h = {**headers(gw, session, "2025-06-18"), "Accept": "text/event-stream"}
+        async with http.stream("GET", mcp_url(gw), headers=h) as g:
+            assert g.status_code == 200
+            seen: list[float] = []
+            with trio.move_on_after(1.0):
+                async for line in g.aiter_lines():
+                    if line == ": ping":
+                        seen.append(trio.current_time())
+            # About one comment per 0.2 s of silence (loose: the machine may be busy).
+            assert len(seen) >= 2, seen

@@ -1,0 +1,44 @@
+"""The gateway's heartbeat: silent streams are nudged in time, busy ones never."""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+
+from gateway.keepalive import TICKS, Heartbeat
+
+
+async def test_a_silent_stream_is_nudged_every_keepalive_interval(autojump_clock: trio.abc.Clock) -> None:
+    heartbeat = Heartbeat(keepalive_s=15.0)
+    woken: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(heartbeat.run)
+        start = trio.current_time()
+        with heartbeat.watch(lambda: woken.append(trio.current_time())) as beat:
+            while len(woken) < 5:
+                await trio.sleep(0.5)
+                if woken and beat.last_sent < woken[-1]:
+                    beat.sent()  # the stream sent the comment it was asked for
+        assert len(heartbeat) == 0
+        gaps = [b - a for a, b in itertools.pairwise([start, *woken])]
+        assert all(15.0 * (1 - 1 / TICKS) - 1e-9 <= gap <= 15.0 + 1e-9 for gap in gaps), gaps
+        await trio.sleep(60)  # no longer watched: never woken again
+        assert len(woken) == 5
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stream_that_keeps_sending_is_never_nudged(autojump_clock: trio.abc.Clock) -> None:
+    heartbeat = Heartbeat(keepalive_s=15.0)
+    busy: list[float] = []
+    quiet: list[float] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(heartbeat.run)
+        with heartbeat.watch(lambda: busy.append(trio.current_time())) as beat, \
+                heartbeat.watch(lambda: quiet.append(trio.current_time())):
+            for _ in range(40):  # a frame every 10 s for 400 s
+                await trio.sleep(10)
+                beat.sent()
+        assert busy == []
+        assert len(quiet) >= 400 // 15
+        nursery.cancel_scope.cancel()
