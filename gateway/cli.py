@@ -36,6 +36,7 @@ from config import (
 )
 from config.importing import read_mcp_servers
 
+from . import gc_tuning
 from .logs import setup_logging
 
 log = logging.getLogger("mcp_orch")
@@ -79,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mcp-orch: error: {exc}", file=sys.stderr)
         return 2
+    from . import app, runtime  # noqa: F401  (loaded first, so the freeze below covers them)
+
+    gc_tuning.tune()
     trio.run(_serve, config)
     return 0
 
