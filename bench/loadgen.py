@@ -151,11 +151,11 @@ class SseClient(Client):
         self.waiters: dict[int, trio.Event] = {}
         self.results: dict[int, JSON] = {}
         self.endpoint = ""
+        self.post_conn: Conn | None = None
 
     async def connect(self, initialize: bool = True) -> None:
         t = self.t
         self.stream_conn = await Conn.open(t["host"], t["port"])
-        self.post_conn = await Conn.open(t["host"], t["port"])
         await self.stream_conn.send("GET", t["sse_path"], {**t["headers"], "Accept": "text/event-stream"})
         status, headers = await self.stream_conn.head()
         if status != 200:
@@ -187,6 +187,8 @@ class SseClient(Client):
             await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def post(self, message: JSON) -> None:
+        if self.post_conn is None:  # opened on first use, as an HTTP client's pool does
+            self.post_conn = await Conn.open(self.t["host"], self.t["port"])
         status, _, _ = await self.post_conn.request(
             "POST", self.endpoint, {**self.t["headers"], "Content-Type": "application/json"},
             json.dumps(message).encode(),
@@ -209,7 +211,8 @@ class SseClient(Client):
 
     async def aclose(self) -> None:
         await self.stream_conn.aclose()
-        await self.post_conn.aclose()
+        if self.post_conn is not None:
+            await self.post_conn.aclose()
 
 
 class HttpClient(Client):

@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / ".venv-baseline" / "bin" / "mcp-proxy"
 ECHO = [sys.executable, str(REPO / "bench" / "echo_server.py")]
 JSON = dict[str, Any]
+#: The keep-alive interval of both gateways' SSE streams: mcp-orch's default
+#: ``keepalive_s`` and the ping interval of sse-starlette, which mcp-proxy uses.
+KEEPALIVE_S = 15.0
 
 
 def free_port() -> int:
@@ -155,8 +158,14 @@ def loadgen(scenario: str, target: JSON, **kw: Any) -> JSON:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def idle_run(target: JSON, pid: int, sessions: int, idle_s: float) -> JSON:
-    """Hold N idle SSE sessions; measure the server's RSS growth and idle CPU."""
+def idle_run(target: JSON, pid: int, sessions: int, idle_s: float, settle_s: float) -> JSON:
+    """Hold N idle SSE sessions; measure the server's RSS growth and idle CPU.
+
+    The CPU window starts ``settle_s`` after the last session connected and
+    lasts ``idle_s``: with both at the keep-alive interval (15 s for every
+    target here), each session sends its keep-alive comments in the window as
+    it would at any later time — the steady state, not the quiet first seconds.
+    """
     _, rss_before = proc_stat(pid)
     lg = subprocess.Popen(
         [sys.executable, "-m", "bench.loadgen", "idle", "--target", json.dumps(target),
@@ -165,7 +174,7 @@ def idle_run(target: JSON, pid: int, sessions: int, idle_s: float) -> JSON:
     )
     assert lg.stdout is not None and lg.stdin is not None
     ready = json.loads(lg.stdout.readline())
-    time.sleep(1.0)
+    time.sleep(settle_s)
     cpu0, _ = proc_stat(pid)
     time.sleep(idle_s)
     cpu1, rss_held = proc_stat(pid)
@@ -211,7 +220,8 @@ def run(smoke: bool, out_dir: Path) -> JSON:
     levels = [1, 8] if smoke else [1, 8, 32, 128]
     seconds = 0.5 if smoke else 5.0
     idle_counts = [50] if smoke else [1000, 10000]
-    idle_s = 1.0 if smoke else 10.0
+    # Steady state: one keep-alive interval to settle, one to measure (see idle_run).
+    idle_s, settle_s = (1.0, 0.5) if smoke else (KEEPALIVE_S, KEEPALIVE_S + 1.0)
     connect_n = 10 if smoke else 100
     results: JSON = {"smoke": smoke, "machine": machine(), "versions": versions(),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -267,7 +277,8 @@ def run(smoke: bool, out_dir: Path) -> JSON:
         # 3. idle SSE sessions
         idle: JSON = {}
         for name, pid in (("orch-sse", gw["pid"]), ("proxy-sse", px["pid"])):
-            idle[name] = {str(n): idle_run(targets[name], pid, n, idle_s) for n in idle_counts}
+            idle[name] = {str(n): idle_run(targets[name], pid, n, idle_s, settle_s)
+                          for n in idle_counts}
         results["idle"] = idle
 
         # 4. connect-to-initialized with N clients at once
