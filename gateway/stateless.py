@@ -700,6 +700,7 @@ class StatelessEndpoint:
                             if note.get("method") in methods:
                                 yield sse.event(jsonrpc.dumps(tagged(note)))
                                 beat.sent()
+                                stream.keepalive_due = False
                         if stream.drained(after):
                             # The gateway ended the subscription: say so with the listen result.
                             yield sse.event(jsonrpc.dumps(jsonrpc.result_response(

@@ -121,6 +121,7 @@ async def stream_frames(
                     sent_bytes.inc(len(frame))
                     yield frame
                     beat.sent()
+                    stream.keepalive_due = False  # a frame just went: no comment needed
                     last = seq
                     stream.delivered = max(stream.delivered, seq)
                 if stream.drained(last):

@@ -50,21 +50,26 @@ class Reaper:
 
     _send: trio.MemorySendChannel[bytes]
 
-    def _tell(self, line: str) -> bool:
+    def _tell(self, line: str) -> str | None:
+        """Queue a line for the reaper; the reason it could not be, or ``None``."""
         try:
             self._send.send_nowait(line.encode())
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
+        except trio.WouldBlock:
+            return "its queue is full"
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return "closed"
+        return None
 
     def watch(self, pgid: int) -> None:
-        if not self._tell(f"+{pgid}\n"):
-            log.warning("reaper unavailable; process group %d is not watched", pgid)
+        if (problem := self._tell(f"+{pgid}\n")) is not None:
+            log.warning("reaper unavailable (%s); process group %d is not watched",
+                        problem, pgid)
 
     def forget(self, pgid: int) -> None:
-        """The group was stopped; when the reaper is already gone (the gateway is
-        shutting down) there is nothing left to unregister."""
-        self._tell(f"-{pgid}\n")
+        """The group was stopped. A reaper already closed (the gateway is shutting
+        down) has nothing left to unregister; a full queue leaves a stale entry."""
+        if self._tell(f"-{pgid}\n") == "its queue is full":
+            log.warning("reaper queue full; process group %d stays registered", pgid)
 
 
 #: The reaper of the running gateway; upstreams started in its scope register with it.

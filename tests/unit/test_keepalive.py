@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import trio
 
 from gateway.keepalive import TICKS, Heartbeat
@@ -12,17 +10,29 @@ from gateway.keepalive import TICKS, Heartbeat
 async def test_a_silent_stream_is_nudged_every_keepalive_interval(autojump_clock: trio.abc.Clock) -> None:
     heartbeat = Heartbeat(keepalive_s=15.0)
     woken: list[float] = []
+    sent: list[float] = []
+    asked = trio.Event()
+
+    def wake() -> None:
+        woken.append(trio.current_time())
+        asked.set()
+
     async with trio.open_nursery() as nursery:
         await nursery.start(heartbeat.run)
-        start = trio.current_time()
-        with heartbeat.watch(lambda: woken.append(trio.current_time())) as beat:
+        with heartbeat.watch(wake) as beat:
+            beat.sent()
+            sent.append(trio.current_time())
             while len(woken) < 5:
-                await trio.sleep(0.5)
-                if woken and beat.last_sent < woken[-1]:
-                    beat.sent()  # the stream sent the comment it was asked for
+                await asked.wait()
+                asked = trio.Event()
+                await trio.sleep(0.3)  # the stream takes a while to send its comment
+                beat.sent()
+                sent.append(trio.current_time())
         assert len(heartbeat) == 0
-        gaps = [b - a for a, b in itertools.pairwise([start, *woken])]
-        assert all(15.0 * (1 - 1 / TICKS) - 1e-9 <= gap <= 15.0 + 1e-9 for gap in gaps), gaps
+        # Silence before each nudge: between keepalive_s - tick and keepalive_s.
+        silences = [w - s for s, w in zip(sent, woken, strict=False)]
+        tick = 15.0 / TICKS
+        assert all(15.0 - tick - 1e-9 <= gap <= 15.0 + 1e-9 for gap in silences), silences
         await trio.sleep(60)  # no longer watched: never woken again
         assert len(woken) == 5
         nursery.cancel_scope.cancel()
