@@ -10,8 +10,9 @@ benchmark machine), then ran every ~20 s while nothing at all happened.
 * ``gc.freeze()`` once start-up is done: modules, classes and the loaded
   config are never garbage, so no collection walks them again.
 * The oldest generation waits for 100 middle-generation collections instead
-  of 10 (the younger generations keep the interpreter's own thresholds). Measured (README, "Benchmarks"): idle CPU at 10,000 sessions 13.6 →
-  9.7 % of a core, 10,000 connects 12 → 8 s. The price is garbage cycles left
+  of 10 (the younger generations keep the interpreter's own thresholds).
+  Measured (README, "Benchmarks"): idle CPU at 10,000 sessions 13.6 → 9.7 %
+  of a core, 10,000 connects 12 → 8 s. The price is garbage cycles left
   by ended long-lived sessions living a little longer: 6,000 sessions opened
   and closed leave the process at 79 MB instead of 66 MB, and it levels off.
 
