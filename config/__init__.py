@@ -1,6 +1,6 @@
 """Configuration: attrs models, strict TOML loading with cattrs, and the SQLite key store."""
 
-from .loading import ConfigError as ConfigError
+from .errors import ConfigError as ConfigError
 from .loading import declared_projects as declared_projects
 from .loading import default_config_path as default_config_path
 from .loading import load_config as load_config

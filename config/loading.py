@@ -23,11 +23,8 @@ import cattrs
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 
+from .errors import ConfigError
 from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig, env_refs
-
-
-class ConfigError(Exception):
-    """A config file (or a reference in it) is wrong; ``str()`` is the whole message."""
 
 
 class _FieldError(ValueError):

@@ -13,6 +13,8 @@ from typing import Literal
 
 import attrs
 
+from .errors import ConfigError
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: ``$${`` (escape), ``${NAME}`` (reference), or a bare ``${`` (malformed).
 _ENV_TOKEN = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
@@ -142,8 +144,6 @@ def expand_env(
     set (or a malformed reference) raises ``ConfigError`` naming it and
     ``where`` (e.g. the server), rather than passing an empty secret.
     """
-    from .loading import ConfigError
-
     place = f"{where}: " if where else ""
     result = {}
     for key, value in env.items():

@@ -16,13 +16,13 @@ from quart_trio import QuartTrio
 
 from upstream import jsonrpc
 
-from .admin import register_admin
-from .auth import bearer_token, check_project_access
-from .legacy_sse import LegacySse
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .origin import OriginPolicy, check_request, cors_headers, preflight_headers
-from .runtime import Gateway, is_loopback
-from .streamable import SessionPost, register_streamable
+from .core import Gateway, is_loopback
+from .http.auth import bearer_token, check_project_access
+from .http.origin import OriginPolicy, check_request, cors_headers, preflight_headers
+from .ops.admin import register_admin
+from .ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .transports.legacy_sse import LegacySse
+from .transports.streamable import SessionPost, register_streamable
 
 log = logging.getLogger(__name__)
 

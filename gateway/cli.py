@@ -37,7 +37,7 @@ from config import (
 from config.importing import read_mcp_servers
 
 from . import gc_tuning
-from .logs import setup_logging
+from .ops.logs import setup_logging
 
 log = logging.getLogger("mcp_orch")
 
@@ -55,7 +55,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 async def _serve(config: Config) -> None:
-    from .runtime import run_gateway
+    from .serve import run_gateway
 
     # Signals are received from before start-up, so an early SIGTERM is not lost.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -80,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mcp-orch: error: {exc}", file=sys.stderr)
         return 2
-    from . import app, runtime  # noqa: F401  (loaded first, so the freeze below covers them)
+    from . import app, serve  # noqa: F401  (loaded first, so the freeze below covers them)
 
     gc_tuning.tune()
     trio.run(_serve, config)

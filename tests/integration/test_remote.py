@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from config import Store, load_config
-from gateway.runtime import run_gateway
+from gateway.serve import run_gateway
 from tests.support import demo_projects, open_sse_session, write_config
 
 

@@ -6,7 +6,7 @@ import threading
 
 import trio
 
-from gateway.auth import KeyVerifier
+from gateway.http.auth import KeyVerifier
 
 
 class CountingStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import sse
+from gateway.http import sse
 from upstream import jsonrpc
 
 

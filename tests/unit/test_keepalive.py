@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from gateway.keepalive import TICKS, Heartbeat
+from gateway.http.keepalive import TICKS, Heartbeat
 
 
 async def test_a_silent_stream_is_nudged_every_keepalive_interval(autojump_clock: trio.abc.Clock) -> None:

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from actors.context import REQUEST_ID, SESSION_ID
-from gateway.logs import JsonFormatter, _CorrelationFilter, parse_levels, redact
+from gateway.ops.logs import JsonFormatter, _CorrelationFilter, parse_levels, redact
 
 
 def test_redact_masks_keys_and_bearer_tokens() -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.request_state import BadRequestState, RequestState, StateSigner, binding_of
+from gateway.transports.stateless.request_state import (
+    BadRequestState,
+    RequestState,
+    StateSigner,
+    binding_of,
+)
 
 
 def test_a_token_verifies_to_what_was_signed() -> None:

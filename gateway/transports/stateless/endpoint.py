@@ -69,7 +69,7 @@ from actors.streams import EventsLost, EventStream, is_response
 from actors.upstream import GATEWAY_INFO, UpstreamError
 from upstream import jsonrpc
 
-from . import sse
+from ...http import sse
 from .request_state import BadRequestState, RequestState, StateSigner, binding_of
 
 log = logging.getLogger(__name__)

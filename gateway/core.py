@@ -1,17 +1,11 @@
-"""The gateway's root: one nursery holding the supervisors, the sessions and Hypercorn.
+"""The Gateway core: what the HTTP layer needs of the runtime.
 
-Start-up: open the store, start the reaper (``upstream/reaper.py``), start a
-supervisor per shared server, start the session registry, then serve HTTP
-in-process with ``hypercorn.trio.serve(..., shutdown_trigger=...)`` so this
-nursery — not Hypercorn's command line — decides when and how it stops.
-``/ready`` turns 200 once every configured upstream has made its first start
-attempt.
-
-Shutdown (``Gateway.stop()``, on SIGTERM/SIGINT) drains: ``/ready`` turns 503
-at once while the listener stays open, new sessions and new requests are
-refused, requests in flight get up to ``drain_timeout_s`` to finish and be
-delivered, then the sessions end (their streams close), the listener closes,
-and the supervisors stop their processes (stdin EOF, SIGTERM, SIGKILL).
+Lookups (projects, servers), health and status views, applying the store's
+projects and servers (start, restart or stop only what changed — on reload,
+on a change another process committed, on an admin API call), revocation of
+keys in use, and the drain on shutdown. It owns no nursery of its own: the
+serving wiring (:mod:`gateway.serve`) gives it the nursery its supervisors
+run in.
 
 Reload (``Gateway.reload()``, on SIGHUP): the config file is read again and
 only servers whose definition changed are started, restarted or stopped;
@@ -23,16 +17,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-import hypercorn.config
-import hypercorn.trio
 import trio
 
-from actors import ServerSupervisor, SessionRegistry, run_registry
+from actors import ServerSupervisor, SessionRegistry
 from config import (
     Config,
     ConfigError,
@@ -40,19 +31,15 @@ from config import (
     ServerConfig,
     Store,
     declared_projects,
-    expand_env,
     load_config,
     projects_from_store,
 )
-from upstream.stdio import open_reaper
 
-from . import hypercorn_patch
-from .auth import KeyVerifier
-from .keepalive import Heartbeat
-from .metrics import Metrics
+from .http.auth import KeyVerifier
+from .http.keepalive import Heartbeat
+from .ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
@@ -325,131 +312,3 @@ def _servers_of(config: Config) -> dict[tuple[str, str], ServerConfig]:
     return {
         (p.name, s.name): s for p in config.projects.values() for s in p.servers.values()
     }
-
-
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
-def _pidfile(config: Config) -> str:
-    return os.path.join(config.gateway.state_dir, "mcp-orch.pid")
-
-
-async def run_gateway(
-    config: Config,
-    *,
-    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the whole gateway until ``Gateway.stop()`` has drained it, or it is cancelled.
-
-    ``started`` with the :class:`Gateway` once the HTTP listener is bound
-    (``gateway.url`` holds the bound address, useful with port 0).
-    """
-    from .app import create_asgi  # the app imports the runtime's types
-
-    settings = config.gateway
-    for project in config.projects.values():
-        if project.auth == "none" and not is_loopback(settings.host):
-            log.warning(
-                "PROJECT %r HAS auth = \"none\" AND THE GATEWAY LISTENS ON %s: anyone who can "
-                "reach this address can use its servers without a key",
-                project.name, settings.host,
-            )
-    admin_token = None
-    if settings.admin_token is not None:
-        admin_token = expand_env({"admin_token": settings.admin_token}, os.environ, "gateway")[
-            "admin_token"
-        ]
-    store = await trio.to_thread.run_sync(Store.open, settings.state_dir)
-    try:
-        # The file is declarative: make the store hold what it declares, then run
-        # what the store holds (which includes what the CLI or admin API added).
-        applied = await trio.to_thread.run_sync(
-            functools.partial(store.apply_declared, declared_projects(config), actor="config")
-        )
-        for change in applied:
-            log.info("config %s: %s", config.source, change)
-        config = attrs.evolve(
-            config, projects=await trio.to_thread.run_sync(load_projects, store)
-        )
-        if admin_token is None:
-            created = await trio.to_thread.run_sync(store.ensure_admin_token)
-            if created is not None:
-                # Printed once, never logged: it is a credential.
-                print(
-                    f"mcp-orch: generated the admin token (shown once; stored hashed):\n{created}",
-                    flush=True,
-                )
-        async with open_reaper(settings.stop_grace_s), trio.open_nursery() as root:
-            servers_nursery = await root.start(_run_nursery)
-            registry = await root.start(run_registry)
-            metrics = Metrics()
-            gateway = Gateway(
-                config, store, KeyVerifier(store), {}, registry, metrics, servers_nursery,
-                admin_token=admin_token,
-            )
-            registry.observer = gateway.observe_request
-            metrics.attach(gateway)
-            await gateway.start_servers()
-            app = create_asgi(gateway)
-            hypercorn_patch.apply()
-            hyper = hypercorn.config.Config()
-            hyper.bind = [_bind(settings.host, settings.port)]
-            hyper.graceful_timeout = 5.0
-            hyper.keep_alive_timeout = 75.0
-            hyper.backlog = 2048  # bursts of clients connecting at once
-            # An MCP session POSTs every message on one keep-alive connection;
-            # Hypercorn's default closes it after 1,000 requests.
-            hyper.keep_alive_max_requests = 1_000_000
-            hyper.errorlog = logging.getLogger("hypercorn.error")
-            hyper.accesslog = None
-
-            async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await hypercorn.trio.serve(
-                    app, hyper, shutdown_trigger=gateway.listener_closed.wait,
-                    task_status=task_status,
-                )
-                root.cancel_scope.cancel()
-
-            async def lifecycle() -> None:
-                await gateway.stopping.wait()
-                log.info("draining (up to %g s)", settings.drain_timeout_s)
-                await gateway.drain()
-                gateway.listener_closed.set()
-
-            root.start_soon(lifecycle)
-            root.start_soon(gateway.watch_revocations)
-            root.start_soon(gateway.heartbeat.run)
-            root.start_soon(gateway.watch_store)
-            binds = await root.start(serve)
-            gateway.url = binds[0]
-            pidfile = _pidfile(config)
-            await trio.to_thread.run_sync(_write_pidfile, pidfile)
-            log.info("mcp-orch listening on %s", gateway.url)
-            task_status.started(gateway)
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_remove_pidfile, _pidfile(config))
-            await trio.to_thread.run_sync(store.close)
-
-
-async def _run_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
-    async with trio.open_nursery() as nursery:
-        task_status.started(nursery)
-        await trio.sleep_forever()
-
-
-def _write_pidfile(path: str) -> None:
-    with open(path, "w") as f:
-        f.write(f"{os.getpid()}\n")
-
-
-def _remove_pidfile(path: str) -> None:
-    try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return  # another gateway's
-        os.unlink(path)
-    except OSError:
-        pass
-

@@ -37,8 +37,8 @@ import trio
 
 from upstream import jsonrpc
 
-from . import sse
-from .asgi import (
+from ..http import sse
+from ..http.asgi import (
     Headers,
     Receive,
     Scope,
@@ -49,8 +49,8 @@ from .asgi import (
     read_body,
     reply,
 )
-from .auth import key_fingerprint
-from .origin import OriginPolicy
+from ..http.auth import key_fingerprint
+from ..http.origin import OriginPolicy
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from actors.session import SUPPORTED_VERSIONS, Session
 from actors.streams import EventsLost, EventStream
 from upstream import jsonrpc
 
-from . import sse
-from .asgi import (
+from ..http import sse
+from ..http.asgi import (
     Headers,
     Receive,
     Scope,
@@ -62,8 +62,8 @@ from .asgi import (
     replay_body,
     reply,
 )
-from .auth import key_fingerprint
-from .origin import OriginPolicy
+from ..http.auth import key_fingerprint
+from ..http.origin import OriginPolicy
 from .stateless import STATELESS_VERSIONS, StatelessEndpoint, wants_stateless
 
 log = logging.getLogger(__name__)

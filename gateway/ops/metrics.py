@@ -15,16 +15,14 @@ the gateway.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .runtime import Gateway
+from actors import ServerSupervisor, SessionRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("starting", "running", "restarting", "failed", "stopped")
@@ -84,8 +82,11 @@ class Metrics:
         if outcome != "ok":
             self.tallies[(project, server, "errors")] += 1
 
-    def attach(self, gateway: Gateway) -> None:
-        self.registry.register(_RuntimeCollector(gateway))
+    def attach(
+        self, sessions: SessionRegistry, servers: Mapping[tuple[str, str], ServerSupervisor]
+    ) -> None:
+        """Read live values (sessions, upstream states) from these at every scrape."""
+        self.registry.register(_RuntimeCollector(sessions, servers))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -105,15 +106,15 @@ def _method_label(method: str) -> str:
 
 @attrs.define(eq=False)
 class _RuntimeCollector(Collector):
-    gateway: Any
+    sessions: SessionRegistry
+    servers: Mapping[tuple[str, str], ServerSupervisor]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gw = self.gateway
         sessions = GaugeMetricFamily(
             "mcp_orch_sessions_active", "Live client sessions",
             labels=["project", "server", "transport"],
         )
-        for (project, server, transport), count in gw.registry.counts().items():
+        for (project, server, transport), count in self.sessions.counts().items():
             sessions.add_metric([project, server, transport], count)
         yield sessions
         state = GaugeMetricFamily(
@@ -132,7 +133,7 @@ class _RuntimeCollector(Collector):
             "mcp_orch_upstream_queue_depth", "Messages queued for each upstream's stdin",
             labels=["project", "server"],
         )
-        for (project, server), sup in gw.servers.items():
+        for (project, server), sup in self.servers.items():
             for name in STATES:
                 state.add_metric([project, server, name], 1.0 if sup.state == name else 0.0)
             restarts.add_metric([project, server], sup.restarts)
@@ -148,7 +149,7 @@ class _RuntimeCollector(Collector):
             labels=["project", "server"],
         )
         depths: collections.Counter[tuple[str, str]] = collections.Counter()
-        for session in gw.registry.sessions.values():
+        for session in self.sessions.sessions.values():
             depths[(session.project, session.config.name)] += session.outbox_depth
         for (project, server), depth in depths.items():
             outbox.add_metric([project, server], depth)

@@ -1,0 +1,1 @@
+"""What operators see and drive: the admin REST API, Prometheus metrics, logging."""
