@@ -63,19 +63,6 @@ class SessionRegistry:
         """
         await self._nursery.start(self._run, session)
 
-    async def open_session(
-        self,
-        project: str,
-        config: ServerConfig,
-        server: ServerSupervisor | None,
-        transport: str,
-        outbox_size: int = 256,
-    ) -> Session:
-        """:meth:`new_session` and :meth:`start` in one step."""
-        session = self.new_session(project, config, server, transport, outbox_size)
-        await self.start(session)
-        return session
-
     async def _run(self, session: Session, *, task_status: trio.TaskStatus[Session]) -> None:
         self.sessions[session.session_id] = session
         try:

@@ -158,11 +158,6 @@ class StreamSet:
                 return
         self.standalone.push(message)
 
-    def only_request_in_flight(self) -> jsonrpc.Id | None:
-        if len(self.by_request) == 1:
-            return next(iter(self.by_request))
-        return None
-
     def _retire(self, stream: EventStream) -> None:
         self._finished_order.append(stream.stream_id)
         while len(self._finished_order) > FINISHED_STREAMS_KEPT:
