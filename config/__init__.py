@@ -1,6 +1,10 @@
 """Configuration: attrs models, strict TOML loading with cattrs, and the SQLite key store."""
 
+from .errors import AlreadyExistsError as AlreadyExistsError
 from .errors import ConfigError as ConfigError
+from .errors import NotFoundError as NotFoundError
+from .errors import SchemaVersionError as SchemaVersionError
+from .errors import StoreError as StoreError
 from .loading import declared_projects as declared_projects
 from .loading import default_config_path as default_config_path
 from .loading import load_config as load_config
@@ -16,4 +20,3 @@ from .models import ServerConfig as ServerConfig
 from .models import expand_env as expand_env
 from .store import KeyInfo as KeyInfo
 from .store import Store as Store
-from .store import StoreError as StoreError

@@ -31,9 +31,9 @@ def read_mcp_servers(path: str | Path, project: str) -> dict[str, dict[str, Any]
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError.at(source, None, f"cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+        raise ConfigError.at(source, None, f"not valid JSON: {exc}") from None
     return parse_mcp_servers(data, project, source)
 
 
@@ -41,16 +41,16 @@ def parse_mcp_servers(data: Any, project: str, source: str) -> dict[str, dict[st
     """Validate parsed ``mcpServers`` JSON; return server specs by name."""
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
-        raise ConfigError(f"{source}: expected an object with an \"mcpServers\" object")
+        raise ConfigError.at(source, None, 'expected an object with an "mcpServers" object')
     specs: dict[str, dict[str, Any]] = {}
     for name, entry in servers.items():
-        where = f"{source}: mcpServers.{name}"
+        where = f"mcpServers.{name}"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(entry).__name__}")
+            raise ConfigError.at(source, where, f"expected an object, got {type(entry).__name__}")
         unknown = sorted(set(entry) - _KNOWN)
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown field; expected one of: "
-                              + ", ".join(sorted(_KNOWN - _CLIENT_ONLY)))
+            raise ConfigError.at(source, f"{where}.{unknown[0]}", "unknown field; expected one "
+                                 "of: " + ", ".join(sorted(_KNOWN - _CLIENT_ONLY)))
         raw: dict[str, Any] = {}
         for field in ("command", "args", "env", "cwd", "url", "headers"):
             if field in entry:
@@ -58,15 +58,15 @@ def parse_mcp_servers(data: Any, project: str, source: str) -> dict[str, dict[st
         kind = entry.get("type", entry.get("transport"))
         if kind is not None:
             if kind not in ("stdio", "sse", "http", "streamable-http", "streamableHttp"):
-                raise ConfigError(f"{where}.type: expected stdio, sse, http or "
-                                  f"streamable-http, got {kind!r}")
+                raise ConfigError.at(source, f"{where}.type", "expected stdio, sse, http or "
+                                     f"streamable-http, got {kind!r}")
             if kind == "sse":
                 raw["transport"] = "sse"
             elif kind != "stdio":
                 raw["transport"] = "streamable-http"
         if "disabled" in entry:
             if not isinstance(entry["disabled"], bool):
-                raise ConfigError(f"{where}.disabled: expected true or false")
+                raise ConfigError.at(source, f"{where}.disabled", "expected true or false")
             raw["enabled"] = not entry["disabled"]
         if "timeout" in entry:
             raw["request_timeout_s"] = entry["timeout"]
@@ -74,8 +74,11 @@ def parse_mcp_servers(data: Any, project: str, source: str) -> dict[str, dict[st
             server = parse_server(project, name, raw, source)
         except ConfigError as exc:
             # Name the entry as the file does: mcpServers.<name>.<field>.
-            raise ConfigError(
-                str(exc).replace(f"projects.{project}.servers.{name}", f"mcpServers.{name}")
-            ) from None
+            ours, theirs = f"projects.{project}.servers.{name}", where
+            field = exc.field
+            if field is not None and (field == ours or field.startswith(ours + ".")):
+                field = theirs + field[len(ours):]
+            raise ConfigError(str(exc).replace(ours, theirs), source=exc.source, field=field,
+                              expectation=exc.expectation) from None
         specs[name] = server_spec(server)
     return specs

@@ -159,27 +159,27 @@ def _format(exc: BaseException, type_: Any) -> str:
     return f"invalid value ({exc})"
 
 
-def _messages(exc: BaseException, source: str, prefix: str) -> list[str]:
-    lines = []
+def _problems(exc: BaseException, source: str, prefix: str) -> list[ConfigError]:
+    problems = []
     for line in cattrs.transform_error(exc, path="$", format_exception=_format):
         text, _, path = line.rpartition(" @ ")
         field = _dotted(path)
         full = ".".join(p for p in (prefix, field) if p)
-        lines.append(f"{source}: {full}: {text}" if full else f"{source}: {text}")
-    return lines
+        problems.append(ConfigError.at(source, full or None, text))
+    return problems
 
 
 def _table(raw: Any, source: str, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where}: expected a table, got {_describe(raw)}")
+        raise ConfigError.at(source, where, f"expected a table, got {_describe(raw)}")
     return raw
 
 
 def _name(name: str, source: str, parent: str) -> None:
     if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(
-            f"{source}: {parent}: invalid name {name!r}: expected only letters, digits, "
-            "'_', '.', '-'"
+        raise ConfigError.at(
+            source, parent,
+            f"invalid name {name!r}: expected only letters, digits, '_', '.', '-'",
         )
 
 
@@ -187,13 +187,18 @@ def _structure(raw: dict[str, Any], cls: type, source: str, prefix: str) -> Any:
     try:
         return _CONVERTER.structure(raw, cls)
     except Exception as exc:  # cattrs raises ClassValidationError groups
-        messages = _messages(exc, source, prefix)
-        raise ConfigError("\n".join(messages) if messages else f"{source}: {prefix}: {exc}") from None
+        problems = _problems(exc, source, prefix)
+        if not problems:
+            raise ConfigError.at(source, prefix or None, str(exc)) from None
+        # Every problem in the message, one a line; the attributes are the first one's.
+        first = problems[0]
+        raise ConfigError("\n".join(str(p) for p in problems), source=source,
+                          field=first.field, expectation=first.expectation) from None
 
 
 def _check(condition: bool, source: str, field: str, expectation: str, value: Any) -> None:
     if not condition:
-        raise ConfigError(f"{source}: {field}: expected {expectation}, got {_describe(value)}")
+        raise ConfigError.at(source, field, f"expected {expectation}, got {_describe(value)}")
 
 
 def _validate_server(server: ServerConfig, source: str, where: str) -> None:
@@ -202,9 +207,9 @@ def _validate_server(server: ServerConfig, source: str, where: str) -> None:
                "a command (or a url for a remote server)", server.command)
     else:
         if server.command:
-            raise ConfigError(
-                f"{source}: {where}: expected either command (a stdio server) or url (a remote "
-                "server), not both"
+            raise ConfigError.at(
+                source, where,
+                "expected either command (a stdio server) or url (a remote server), not both",
             )
         _check(server.url.startswith(("http://", "https://")), source, f"{where}.url",
                "an http:// or https:// URL", server.url)
@@ -232,7 +237,7 @@ def parse_server(
     _name(name, source, f"projects.{project}.servers")
     raw = dict(_table(raw, source, where))
     if "name" in raw:
-        raise ConfigError(f"{source}: {where}: unknown field 'name' (the table key is the name)")
+        raise ConfigError.at(source, where, "unknown field 'name' (the table key is the name)")
     server = _structure({**raw, "name": name}, ServerConfig, source, where)
     _validate_server(server, source, where)
     for table, values in (("env", server.env), ("headers", server.headers)):
@@ -240,7 +245,7 @@ def parse_server(
             try:
                 env_refs(value)
             except ValueError as exc:
-                raise ConfigError(f"{source}: {where}.{table}.{key}: {exc}") from None
+                raise ConfigError.at(source, f"{where}.{table}.{key}", str(exc)) from None
     if server.cwd is not None and base_dir is not None and not Path(server.cwd).is_absolute():
         server = attrs.evolve(server, cwd=str((base_dir / server.cwd).resolve()))
     return server
@@ -317,7 +322,8 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
     unknown = set(data) - {"gateway", "projects"}
     if unknown:
         fields = ", ".join(repr(f) for f in sorted(unknown))
-        raise ConfigError(f"{source}: unknown top-level field {fields} (expected gateway, projects)")
+        raise ConfigError.at(
+            source, None, f"unknown top-level field {fields} (expected gateway, projects)")
     gateway_raw = _table(data.get("gateway", {}), source, "gateway")
     gateway = _structure(gateway_raw, GatewaySettings, source, "gateway")
     _check(0 <= gateway.port <= 65535, source, "gateway.port", "a port 0..65535", gateway.port)
@@ -347,7 +353,7 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
         praw = dict(_table(praw, source, where))
         servers_raw = _table(praw.pop("servers", {}), source, f"{where}.servers")
         if "name" in praw:
-            raise ConfigError(f"{source}: {where}: unknown field 'name' (the table key is the name)")
+            raise ConfigError.at(source, where, "unknown field 'name' (the table key is the name)")
         project = _structure({**praw, "name": pname}, ProjectConfig, source, where)
         servers: dict[str, ServerConfig] = {}
         for sname, sraw in servers_raw.items():
@@ -367,11 +373,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         text = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the config file: {exc.strerror or exc}") from None
+        raise ConfigError.at(
+            source, None, f"cannot read the config file: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text ({exc})") from None
+        raise ConfigError.at(source, None, f"not UTF-8 text ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: TOML syntax error: {exc}") from None
+        raise ConfigError.at(source, None, f"TOML syntax error: {exc}") from None
     return parse_config(data, source, Path(path).resolve().parent)

@@ -8,7 +8,10 @@ committed change (``data_version``) and applies it.
 
 The schema is versioned; opening a file made by an older version migrates it
 in place, in one transaction. WAL journal, foreign keys on, every write a
-transaction with an audit row (who, what, when).
+transaction with an audit row (who, what, when) committed with it: every
+write method goes through ``Store._write``, so a change and its audit row
+are stored together or not at all. Audit rows name a key by its prefix,
+never the key or its hash.
 
 Keys are 256-bit random strings (``mcpo_`` + 43 URL-safe characters), shown
 once at creation. Only their SHA-256 is stored — a fast hash is right for
@@ -36,7 +39,14 @@ from typing import Any
 
 import attrs
 
+from .errors import AlreadyExistsError as AlreadyExistsError
+from .errors import NotFoundError as NotFoundError
+from .errors import SchemaVersionError as SchemaVersionError
+from .errors import StoreError as StoreError
+
 KEY_PREFIX = "mcpo_"
+#: The audit actor of a key write whose caller names none (tests, scripts).
+UNATTRIBUTED = "unattributed"
 SCHEMA_VERSION = 2
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -81,10 +91,6 @@ CREATE TABLE audit (
 """
 #: Migration scripts by the version they lead to; version 1 is the first schema.
 MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked; ``str()`` says why."""
 
 
 def hash_key(key: str) -> str:
@@ -136,6 +142,19 @@ class AuditEntry:
 
 
 @attrs.define(eq=False)
+class _Change:
+    """A write in progress (see :meth:`Store._write`): the connection, and the audit detail."""
+
+    db: sqlite3.Connection
+    detail: str
+    audited: bool = True
+
+    def nothing_changed(self) -> None:
+        """The write turned out to change nothing: no audit row."""
+        self.audited = False
+
+
+@attrs.define(eq=False)
 class Store:
     """One SQLite database file; every write is a transaction."""
 
@@ -160,7 +179,7 @@ class Store:
             if current > SCHEMA_VERSION:
                 # A database from a newer release: refuse rather than read or write
                 # tables whose meaning may have changed.
-                raise StoreError(
+                raise SchemaVersionError(
                     f"{path}: schema version {current}, this mcp-orch understands "
                     f"up to {SCHEMA_VERSION}"
                 )
@@ -178,16 +197,31 @@ class Store:
         return cls(path, db)
 
     @contextlib.contextmanager
-    def _write(self, actor: str, action: str, target: str, detail: str = "") -> Iterator[sqlite3.Connection]:
-        """A write transaction that records its audit row in the same commit."""
+    def _write(self, actor: str, action: str, target: str, detail: str = "") -> Iterator[_Change]:
+        """The one way to write: a transaction whose audit row is part of the same commit.
+
+        Opens an immediate transaction (under the connection lock), runs the
+        body with a :class:`_Change` (its ``db`` to write through), then
+        inserts the audit row (``actor``, ``action``, ``target``, and the
+        change's ``detail``, which the body may refine) and commits.
+
+        Error handling: any exception from the body — or from the audit
+        insert — rolls everything back and propagates, so a failed write
+        leaves neither its change nor an audit row. A body that finds
+        nothing to do calls :meth:`_Change.nothing_changed`: it commits
+        without an audit row.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-                self._db.execute(
-                    "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                    (time.time(), actor, action, target, detail),
-                )
+                change = _Change(self._db, detail)
+                yield change
+                if change.audited:
+                    self._db.execute(
+                        "INSERT INTO audit (at, actor, action, target, detail) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (time.time(), actor, action, target, change.detail),
+                    )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -229,13 +263,14 @@ class Store:
     def _project_id(self, db: sqlite3.Connection, name: str) -> int:
         row = db.execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise StoreError(f"no project {name!r}")
+            raise NotFoundError(f"no project {name!r}")
         return row[0]
 
     def create_project(self, name: str, auth: str, *, actor: str, source: str = "api") -> None:
-        with self._write(actor, "project.create", name, f"auth={auth}") as db:
+        with self._write(actor, "project.create", name, f"auth={auth}") as change:
+            db = change.db
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone():
-                raise StoreError(f"project {name!r} already exists")
+                raise AlreadyExistsError(f"project {name!r} already exists")
             db.execute(
                 "INSERT INTO projects (name, auth, source, created_at) VALUES (?, ?, ?, ?)",
                 (name, auth, source, time.time()),
@@ -243,7 +278,8 @@ class Store:
 
     def delete_project(self, name: str, *, actor: str) -> None:
         """Delete a project, its servers, and revoke its keys."""
-        with self._write(actor, "project.delete", name) as db:
+        with self._write(actor, "project.delete", name) as change:
+            db = change.db
             self._project_id(db, name)
             db.execute("DELETE FROM projects WHERE name = ?", (name,))
             db.execute(
@@ -257,36 +293,39 @@ class Store:
     ) -> str:
         """Create or replace a server's spec; returns ``created``, ``updated`` or ``unchanged``."""
         text = json.dumps(spec, sort_keys=True)
-        with self._write(actor, "server.put", f"{project}/{name}", text) as db:
+        with self._write(actor, "server.put", f"{project}/{name}", text) as change:
+            db = change.db
             project_id = self._project_id(db, project)
             row = db.execute(
                 "SELECT spec FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
             ).fetchone()
             if row is not None and create_only:
-                raise StoreError(f"server {project}/{name} already exists")
+                raise AlreadyExistsError(f"server {project}/{name} already exists")
             if row is not None and row[0] == text:
                 return "unchanged"
             self._upsert_server(db, project_id, name, text, source)
             return "created" if row is None else "updated"
 
     def remove_server(self, project: str, name: str, *, actor: str) -> None:
-        with self._write(actor, "server.remove", f"{project}/{name}") as db:
+        with self._write(actor, "server.remove", f"{project}/{name}") as change:
+            db = change.db
             project_id = self._project_id(db, project)
             cursor = db.execute(
                 "DELETE FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
             )
             if cursor.rowcount == 0:
-                raise StoreError(f"no server {project}/{name}")
+                raise NotFoundError(f"no server {project}/{name}")
 
     def set_enabled(self, project: str, name: str, enabled: bool, *, actor: str) -> None:
         action = "server.enable" if enabled else "server.disable"
-        with self._write(actor, action, f"{project}/{name}") as db:
+        with self._write(actor, action, f"{project}/{name}") as change:
+            db = change.db
             project_id = self._project_id(db, project)
             row = db.execute(
                 "SELECT spec FROM servers WHERE project_id = ? AND name = ?", (project_id, name)
             ).fetchone()
             if row is None:
-                raise StoreError(f"no server {project}/{name}")
+                raise NotFoundError(f"no server {project}/{name}")
             spec = json.loads(row[0])
             spec["enabled"] = enabled
             db.execute(
@@ -299,7 +338,8 @@ class Store:
     ) -> dict[str, str]:
         """Create or update several servers in one transaction: all of them or none."""
         result: dict[str, str] = {}
-        with self._write(actor, "server.import", project, ", ".join(sorted(specs))) as db:
+        with self._write(actor, "server.import", project, ", ".join(sorted(specs))) as change:
+            db = change.db
             project_id = self._project_id(db, project)
             for name, spec in specs.items():
                 text = json.dumps(spec, sort_keys=True)
@@ -324,7 +364,8 @@ class Store:
         declares is removed; what the CLI or admin API created is left alone.
         """
         changes: list[str] = []
-        with self._write(actor, "apply", "config") as db:
+        with self._write(actor, "apply", "config") as change:
+            db = change.db
             existing = {name: (pid, auth, source) for pid, name, auth, source in db.execute(
                 "SELECT id, name, auth, source FROM projects").fetchall()}
             for name, (auth, servers) in projects.items():
@@ -371,21 +412,25 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def create_key(self, project: str, name: str = "default", expires_at: float | None = None) -> str:
-        """Create a key for ``project`` and return it; it is not retrievable later."""
+    def create_key(
+        self, project: str, name: str = "default", expires_at: float | None = None, *,
+        actor: str = UNATTRIBUTED,
+    ) -> str:
+        """Create a key for ``project`` and return it; it is not retrievable later.
+
+        The audit row (``key.create``) names the key by its prefix, never more.
+        """
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO api_keys (project, name, prefix, key_hash, created_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (project, name, key[:12], hash_key(key), time.time(), expires_at),
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        prefix = key[:12]
+        detail = f"project={project} name={name}"
+        if expires_at is not None:
+            detail += f" expires_at={expires_at:.0f}"
+        with self._write(actor, "key.create", prefix, detail) as change:
+            change.db.execute(
+                "INSERT INTO api_keys (project, name, prefix, key_hash, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (project, name, prefix, hash_key(key), time.time(), expires_at),
+            )
         return key
 
     def project_for_key(self, key: str) -> str | None:
@@ -402,25 +447,24 @@ class Store:
             return None
         return project
 
-    def ensure_admin_token(self) -> str | None:
-        """Create the admin token on first use; return it then (only then), else ``None``."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT value FROM meta WHERE key = 'admin_token_hash'"
-                ).fetchone()
-                token = None
-                if row is None:
-                    token = "mcpo_admin_" + secrets.token_urlsafe(32)
-                    self._db.execute(
-                        "INSERT INTO meta (key, value) VALUES ('admin_token_hash', ?)",
-                        (hash_key(token),),
-                    )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def ensure_admin_token(self, *, actor: str = "gateway") -> str | None:
+        """Create the admin token on first use; return it then (only then), else ``None``.
+
+        Its creation is audited (``admin_token.create``), without the token.
+        """
+        token = None
+        with self._write(actor, "admin_token.create", "admin") as change:
+            row = change.db.execute(
+                "SELECT value FROM meta WHERE key = 'admin_token_hash'"
+            ).fetchone()
+            if row is not None:
+                change.nothing_changed()
+            else:
+                token = "mcpo_admin_" + secrets.token_urlsafe(32)
+                change.db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('admin_token_hash', ?)",
+                    (hash_key(token),),
+                )
         return token
 
     def is_admin_token(self, token: str) -> bool:
@@ -455,17 +499,23 @@ class Store:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [KeyInfo(*row) for row in rows]
 
-    def revoke_key(self, prefix: str) -> bool:
-        """Revoke the active key(s) with this prefix; ``True`` if one was revoked."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self._db.execute(
+    def revoke_key(self, prefix: str, *, actor: str = UNATTRIBUTED) -> bool:
+        """Revoke the active key(s) with this prefix; ``True`` if one was revoked.
+
+        The audit row (``key.revoke``, target the prefix) names the project
+        and name of each key revoked; revoking nothing writes no row.
+        """
+        with self._write(actor, "key.revoke", prefix) as change:
+            revoked = change.db.execute(
+                "SELECT project, name FROM api_keys WHERE prefix = ? AND revoked_at IS NULL "
+                "ORDER BY id", (prefix,),
+            ).fetchall()
+            if not revoked:
+                change.nothing_changed()
+            else:
+                change.db.execute(
                     "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
                     (time.time(), prefix),
                 )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return cursor.rowcount > 0
+                change.detail = ", ".join(f"project={p} name={n}" for p, n in revoked)
+        return bool(revoked)

@@ -25,6 +25,7 @@ import trio
 from config import (
     Config,
     ConfigError,
+    NotFoundError,
     Store,
     StoreError,
     declared_projects,
@@ -120,7 +121,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             raise ConfigError(f"{config.source}: no project {args.project!r} "
                               f"(projects: {', '.join(sorted(known)) or 'none'})")
         expires_at = time.time() + args.expires_in if args.expires_in else None
-        key = store.create_key(args.project, args.name, expires_at)
+        key = store.create_key(args.project, args.name, expires_at, actor=_actor())
     finally:
         store.close()
     print(
@@ -151,7 +152,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     config = _load(args)
     store = Store.open(config.gateway.state_dir)
     try:
-        done = store.revoke_key(args.prefix)
+        done = store.revoke_key(args.prefix, actor=_actor())
     finally:
         store.close()
     if not done:
@@ -212,7 +213,7 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         project = next((p for p in store.projects() if p.name == args.name), None)
         if project is None:
-            raise StoreError(f"no project {args.name!r}")
+            raise NotFoundError(f"no project {args.name!r}")
         servers = store.servers(args.name)
         keys = store.list_keys(args.name)
     data = {"name": project.name, "auth": project.auth, "source": project.source,
@@ -274,7 +275,7 @@ def cmd_servers_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         row = next((r for r in store.servers(args.project) if r.name == args.name), None)
     if row is None:
-        raise StoreError(f"no server {args.project}/{args.name}")
+        raise NotFoundError(f"no server {args.project}/{args.name}")
     data = {"project": row.project, "name": row.name, "source": row.source,
             **redacted_spec(row.spec)}
     _emit(args, data, json.dumps(data, indent=2))

@@ -24,12 +24,18 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from config import ConfigError, StoreError, parse_server, redacted_spec, server_spec
+from config import (
+    ConfigError,
+    NotFoundError,
+    StoreError,
+    parse_server,
+    redacted_spec,
+    server_spec,
+)
 from config.importing import parse_mcp_servers
 from config.store import ProjectRow
 
 ACTOR = "admin-api"
-_FIELD = re.compile(r"^[^:]+: ((?:projects|mcpServers)\.[^:]+?): (.*)$", re.S)
 
 
 def register_admin(
@@ -49,11 +55,10 @@ def register_admin(
         return json_response({"error": body}, status)
 
     def invalid(exc: ConfigError) -> Response:
-        text = str(exc)
-        match = _FIELD.match(text.splitlines()[0])
-        if match:
-            return error(422, match.group(2), match.group(1))
-        return error(422, text)
+        # The field and what it should be, when the error names a field; else the whole text.
+        if exc.field is not None and exc.expectation is not None:
+            return error(422, exc.expectation, exc.field)
+        return error(422, str(exc))
 
     async def body_object() -> dict[str, Any] | Response:
         data = await request.get_json(force=True, silent=True)
@@ -68,7 +73,7 @@ def register_admin(
         if found is None and ref.isdigit():
             found = next((p for p in rows if p.id == int(ref)), None)
         if found is None:
-            raise StoreError(f"no project {ref!r}")
+            raise NotFoundError(f"no project {ref!r}")
         return found
 
     def key_view(k: Any) -> dict[str, Any]:
@@ -97,8 +102,7 @@ def register_admin(
                 except ConfigError as exc:
                     return invalid(exc)
                 except StoreError as exc:
-                    text = str(exc)
-                    return error(409 if "already exists" in text else 404, text)
+                    return error(exc.status, str(exc))
 
             return app.route(path, methods=methods, endpoint=f"admin_{handler.__name__}")(guarded)
 
@@ -223,14 +227,14 @@ def register_admin(
         ):
             return error(422, "expected a number of seconds > 0", "expires_in_s")
         expires_at = time.time() + expires_in if expires_in else None
-        key = await run(store.create_key, row.name, name, expires_at)
+        key = await run(store.create_key, row.name, name, expires_at, actor=ACTOR)
         # The only time the key is ever shown.
         return json_response({"key": key, "prefix": key[:12], "name": name,
                               "project": row.name, "expires_at": expires_at}, 201)
 
     @admin("/admin/keys/<prefix>", ["DELETE"])
     async def revoke_key(prefix: str) -> Response:
-        if not await run(store.revoke_key, prefix):
+        if not await run(store.revoke_key, prefix, actor=ACTOR):
             return error(404, f"no active key with prefix {prefix!r}")
         return json_response({"revoked": prefix}, 200)
 

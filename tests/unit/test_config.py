@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 import types
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -496,3 +497,69 @@ def test_remote_server_and_exclusive_command_or_url(tmp_path: Path) -> None:
     path.write_text('[projects.demo.servers.r]\nurl = "https://x/mcp"\ncommand = "npx"\n')
     with pytest.raises(ConfigError, match="not both"):
         load_config(path)
+
+
+def _error_cases() -> list[Any]:
+    """The cases of ``test_errors_name_file_field_and_expectation``, reused as they are."""
+    (mark,) = test_errors_name_file_field_and_expectation.pytestmark  # type: ignore[attr-defined]
+    return list(mark.args[1])
+
+
+@pytest.mark.parametrize(("text", "field", "expectation"), _error_cases())
+def test_errors_carry_source_field_and_expectation(
+    tmp_path: Path, text: str, field: str, expectation: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    exc = info.value
+    assert (exc.source, exc.field) == (str(path), field)
+    assert exc.expectation is not None and expectation in exc.expectation
+    # The text is made of the same parts (its first line when there are several problems).
+    assert str(exc).splitlines()[0] == f"{path}: {field}: {exc.expectation}"
+
+
+def test_several_errors_keep_the_first_in_the_attributes(tmp_path: Path) -> None:
+    path = write(tmp_path, SERVER + 'command = "a"\nargs = "npx"\nrequest_timeout_s = "soon"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert lines[0] == f"{path}: {info.value.field}: {info.value.expectation}"
+    assert info.value.field in ("projects.demo.servers.x.args",
+                                "projects.demo.servers.x.request_timeout_s")
+
+
+def test_errors_without_a_field(tmp_path: Path) -> None:
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.source, info.value.field) == (str(path), None)
+    assert info.value.expectation is not None
+    assert str(info.value) == f"{path}: {info.value.expectation}"
+    path = write(tmp_path, "[gatway]\nport = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.field is None
+    assert info.value.expectation == "unknown top-level field 'gatway' (expected gateway, projects)"
+
+
+def test_mcp_servers_errors_name_the_entry_as_the_file_does() -> None:
+    from config.importing import parse_mcp_servers, read_mcp_servers
+
+    malformed = Path(__file__).resolve().parent.parent / "fixtures" / "mcpServers-malformed.json"
+    with pytest.raises(ConfigError) as info:
+        read_mcp_servers(malformed, "demo")
+    exc = info.value
+    assert (exc.source, exc.field) == (str(malformed), "mcpServers.broken.args")
+    assert exc.expectation == "expected an array of strings, got '-y some-server'"
+    assert str(exc) == f"{malformed}: mcpServers.broken.args: {exc.expectation}"
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"s": {"command": "x", "bogus": 1}}}, "demo", "body")
+    assert (info.value.source, info.value.field) == ("body", "mcpServers.s.bogus")
+    assert info.value.expectation is not None
+    assert info.value.expectation.startswith("unknown field; expected one of: ")
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"servers": {}}, "demo", "body")
+    assert (info.value.source, info.value.field) == ("body", None)
+    assert str(info.value) == 'body: expected an object with an "mcpServers" object'

@@ -10,12 +10,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from config import Store, StoreError
+from config import AlreadyExistsError, NotFoundError, SchemaVersionError, Store, StoreError
 from config.store import SCHEMA_VERSION, KeyInfo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -219,3 +220,96 @@ def test_apply_declared_leaves_api_servers_alone(store: Store) -> None:
     assert store.apply_declared({"p": ("api-key", {})}, actor="t") == [
         "removed server p/from-file"]
     assert [s.name for s in store.servers("p")] == ["from-cli"]
+
+
+def _audit_rows(state: Path) -> list[tuple[Any, ...]]:
+    """Every audit row as stored on disk, every column."""
+    with sqlite3.connect(state / "mcp-orch.sqlite3") as db:
+        return db.execute("SELECT * FROM audit ORDER BY id").fetchall()
+
+
+def test_key_create_and_revoke_are_audited_by_prefix_only(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = Store.open(state)
+    try:
+        key = store.create_key("demo", "ci", actor="alice")
+        assert store.revoke_key(key[:12], actor="bob") is True
+        assert store.revoke_key(key[:12], actor="bob") is False  # nothing to revoke: no row
+        assert store.revoke_key("mcpo_nothing", actor="bob") is False
+        entries = [(e.actor, e.action, e.target, e.detail) for e in store.audit_log()]
+    finally:
+        store.close()
+    assert entries == [
+        ("bob", "key.revoke", key[:12], "project=demo name=ci"),
+        ("alice", "key.create", key[:12], "project=demo name=ci"),
+    ]
+    rows = _audit_rows(state)
+    assert len(rows) == 2
+    secret_parts = (key, key[12:], hashlib.sha256(key.encode()).hexdigest())
+    for row in rows:
+        for column in row:
+            assert not any(part in str(column) for part in secret_parts), row
+
+
+def test_admin_token_creation_is_audited_without_the_token(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    store = Store.open(state)
+    try:
+        token = store.ensure_admin_token()
+        assert token is not None
+        assert store.ensure_admin_token() is None  # already there: no second row
+        assert [(e.actor, e.action, e.target) for e in store.audit_log()] == [
+            ("gateway", "admin_token.create", "admin")]
+    finally:
+        store.close()
+    rows = _audit_rows(state)
+    assert not any(token in str(c) or hashlib.sha256(token.encode()).hexdigest() in str(c)
+                   for row in rows for c in row)
+
+
+def test_a_failing_write_leaves_neither_change_nor_audit_row(store: Store) -> None:
+    store.create_project("p", "api-key", actor="t")
+    before = store.audit_log()
+    # "a" is written first, then "b" cannot be serialised: the whole import is undone.
+    with pytest.raises(TypeError):
+        store.import_servers("p", {"a": {"command": "x"}, "b": {"command": {1, 2}}}, actor="t")
+    assert store.servers("p") == []
+    assert store.audit_log() == before
+    # The change succeeds but its audit row cannot be written (actor is NOT NULL):
+    # the change is undone with it.
+    with pytest.raises(sqlite3.IntegrityError):
+        store.create_project("q", "api-key", actor=None)  # type: ignore[arg-type]
+    assert [p.name for p in store.projects()] == ["p"]
+    assert store.audit_log() == before
+    with pytest.raises(sqlite3.IntegrityError):
+        store.create_key("p", actor=None)  # type: ignore[arg-type]
+    assert store.list_keys() == []
+    assert store.audit_log() == before
+
+
+def test_store_errors_carry_kind_and_status(store: Store) -> None:
+    store.create_project("p", "api-key", actor="t")
+    with pytest.raises(AlreadyExistsError) as exists:
+        store.create_project("p", "none", actor="t")
+    assert (exists.value.kind, exists.value.status) == ("already_exists", 409)
+    store.put_server("p", "a", {"command": "x"}, actor="t")
+    with pytest.raises(AlreadyExistsError):
+        store.put_server("p", "a", {"command": "x"}, actor="t", create_only=True)
+    for write in (
+        lambda: store.remove_server("p", "zzz", actor="t"),
+        lambda: store.set_enabled("p", "zzz", False, actor="t"),
+        lambda: store.delete_project("nope", actor="t"),
+        lambda: store.put_server("nope", "a", {"command": "x"}, actor="t"),
+    ):
+        with pytest.raises(NotFoundError) as missing:
+            write()
+        assert (missing.value.kind, missing.value.status) == ("not_found", 404)
+        assert isinstance(missing.value, StoreError)
+
+
+def test_a_newer_schema_is_a_schema_version_error(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(SchemaVersionError):
+        Store.open(tmp_path)
