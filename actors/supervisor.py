@@ -32,6 +32,7 @@ from upstream import jsonrpc
 from upstream.http_link import open_remote_link
 from upstream.link import Link
 from upstream.stdio import STDERR_TAIL_LINES, child_environment, open_stdio_link
+from upstream.ws_link import open_websocket_link
 
 from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
 
@@ -226,6 +227,11 @@ class ServerSupervisor:
         where = f"projects.{self.project}.servers.{config.name}"
         if config.url is not None:
             headers = expand_env(config.headers, environ, where=where)
+            if config.transport == "websocket":
+                return functools.partial(
+                    open_websocket_link, config.url, headers,
+                    timeout_s=config.request_timeout_s, errors=self.stderr_tail,
+                )
             return functools.partial(
                 open_remote_link, config.transport, config.url, headers,
                 timeout_s=config.request_timeout_s, errors=self.stderr_tail,

@@ -2,7 +2,8 @@
 
 Each entry becomes a server table: ``command``/``args``/``env``/``cwd`` for a
 stdio server, ``url`` with ``type`` (``sse``; ``http`` or
-``streamable-http``) and ``headers`` for a remote one. ``disabled`` and
+``streamable-http``; ``ws`` or ``websocket``, also implied by a ``ws://`` or
+``wss://`` url) and ``headers`` for a remote one. ``disabled`` and
 ``timeout`` (seconds) are understood; ``autoApprove`` and ``alwaysAllow``
 are client-side UI preferences and are dropped. Anything else is an error
 that names the entry and the field. Every entry is validated before any is
@@ -18,6 +19,11 @@ from typing import Any
 from .loading import ConfigError, parse_server, server_spec
 
 _CLIENT_ONLY = {"autoApprove", "alwaysAllow"}
+#: An entry's ``type`` → the server's ``transport`` (``None``: a stdio server).
+_TRANSPORTS: dict[str, str | None] = {
+    "stdio": None, "sse": "sse", "http": "streamable-http", "streamable-http": "streamable-http",
+    "streamableHttp": "streamable-http", "ws": "websocket", "websocket": "websocket",
+}
 _KNOWN = {"command", "args", "env", "cwd", "url", "type", "transport", "headers", "disabled",
           "timeout"} | _CLIENT_ONLY
 
@@ -55,15 +61,14 @@ def parse_mcp_servers(data: Any, project: str, source: str) -> dict[str, dict[st
         for field in ("command", "args", "env", "cwd", "url", "headers"):
             if field in entry:
                 raw[field] = entry[field]
-        kind = entry.get("type", entry.get("transport"))
+        kind_field = "type" if "type" in entry else "transport"
+        kind = entry.get(kind_field)
         if kind is not None:
-            if kind not in ("stdio", "sse", "http", "streamable-http", "streamableHttp"):
-                raise ConfigError.at(source, f"{where}.type", "expected stdio, sse, http or "
-                                     f"streamable-http, got {kind!r}")
-            if kind == "sse":
-                raw["transport"] = "sse"
-            elif kind != "stdio":
-                raw["transport"] = "streamable-http"
+            if not isinstance(kind, str) or kind not in _TRANSPORTS:
+                raise ConfigError.at(source, f"{where}.{kind_field}", "expected stdio, sse, http, "
+                                     f"streamable-http, ws or websocket, got {kind!r}")
+            if _TRANSPORTS[kind] is not None:
+                raw["transport"] = _TRANSPORTS[kind]
         if "disabled" in entry:
             if not isinstance(entry["disabled"], bool):
                 raise ConfigError.at(source, f"{where}.disabled", "expected true or false")
@@ -78,7 +83,11 @@ def parse_mcp_servers(data: Any, project: str, source: str) -> dict[str, dict[st
             field = exc.field
             if field is not None and (field == ours or field.startswith(ours + ".")):
                 field = theirs + field[len(ours):]
-            raise ConfigError(str(exc).replace(ours, theirs), source=exc.source, field=field,
+            message = str(exc).replace(ours, theirs)
+            if kind is not None and field == f"{where}.transport":  # the file says "type"
+                field = f"{where}.{kind_field}"
+                message = message.replace(f"{where}.transport:", f"{field}:")
+            raise ConfigError(message, source=exc.source, field=field,
                               expectation=exc.expectation) from None
         specs[name] = server_spec(server)
     return specs

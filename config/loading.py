@@ -26,6 +26,9 @@ from cattrs.gen import make_dict_structure_fn
 from .errors import ConfigError
 from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig, env_refs
 
+HTTP_SCHEMES = ("http://", "https://")
+WS_SCHEMES = ("ws://", "wss://")
+
 
 class _FieldError(ValueError):
     """A value of the wrong type or range; its text is the expectation."""
@@ -211,8 +214,15 @@ def _validate_server(server: ServerConfig, source: str, where: str) -> None:
                 source, where,
                 "expected either command (a stdio server) or url (a remote server), not both",
             )
-        _check(server.url.startswith(("http://", "https://")), source, f"{where}.url",
-               "an http:// or https:// URL", server.url)
+        _check(server.url.startswith(HTTP_SCHEMES + WS_SCHEMES), source, f"{where}.url",
+               "an http://, https://, ws:// or wss:// URL", server.url)
+        if server.url.startswith(WS_SCHEMES):
+            _check(server.transport == "websocket", source, f"{where}.transport",
+                   "'websocket' for a ws:// or wss:// url (or no transport)", server.transport)
+        else:
+            _check(server.transport != "websocket", source, f"{where}.transport",
+                   "'streamable-http' or 'sse' for an http:// or https:// url "
+                   "('websocket' needs a ws:// or wss:// url)", server.transport)
     _check(server.request_timeout_s > 0, source, f"{where}.request_timeout_s",
            "a number > 0", server.request_timeout_s)
     r = server.restart
@@ -238,6 +248,10 @@ def parse_server(
     raw = dict(_table(raw, source, where))
     if "name" in raw:
         raise ConfigError.at(source, where, "unknown field 'name' (the table key is the name)")
+    if "transport" not in raw and isinstance(raw.get("url"), str) and (
+        raw["url"].startswith(WS_SCHEMES)
+    ):
+        raw["transport"] = "websocket"  # a ws:// url says how to reach it
     server = _structure({**raw, "name": name}, ServerConfig, source, where)
     _validate_server(server, source, where)
     for table, values in (("env", server.env), ("headers", server.headers)):

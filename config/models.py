@@ -50,11 +50,14 @@ class ServerConfig:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     cwd: str | None = None
-    #: A remote server: its MCP endpoint (``http(s)://…``).
+    #: A remote server: its MCP endpoint (``http(s)://…``, or ``ws(s)://…`` for WebSocket).
     url: str | None = None
-    #: How to reach ``url``: Streamable HTTP, or the legacy HTTP+SSE transport.
-    transport: Literal["streamable-http", "sse"] = "streamable-http"
-    #: HTTP headers for ``url`` (e.g. ``Authorization``); values may use ``${VAR}``.
+    #: How to reach ``url``: Streamable HTTP or the legacy HTTP+SSE transport for
+    #: an ``http(s)://`` url, ``websocket`` for a ``ws(s)://`` one (the default
+    #: there when the config names no transport; see ``config/loading.py``).
+    transport: Literal["streamable-http", "sse", "websocket"] = "streamable-http"
+    #: HTTP headers for ``url`` (e.g. ``Authorization``; on a WebSocket, sent with
+    #: the opening handshake); values may use ``${VAR}``.
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     isolation: Literal["shared", "session"] = "shared"
     request_timeout_s: float = 60.0

@@ -239,7 +239,9 @@ def cmd_servers_add(args: argparse.Namespace) -> int:
     spec: dict[str, Any] = {}
     command = list(args.command or [])
     if args.url:
-        spec.update(url=args.url, transport=args.transport, headers=_pairs(args.header, "--header"))
+        spec.update(url=args.url, headers=_pairs(args.header, "--header"))
+        if args.transport is not None:  # else the url's scheme decides (ws:// → websocket)
+            spec["transport"] = args.transport
     if command:
         spec.update(command=command[0], args=command[1:])
     if args.env:
@@ -384,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", required=True)
     p.add_argument("name")
     p.add_argument("--url", help="a remote server's MCP endpoint")
-    p.add_argument("--transport", choices=["streamable-http", "sse"], default="streamable-http")
+    p.add_argument("--transport", choices=["streamable-http", "sse", "websocket"],
+                   help="how to reach --url (default: websocket for ws:// and wss://, "
+                        "else streamable-http)")
     p.add_argument("--header", action="append", metavar="K=V", help="HTTP header for --url")
     p.add_argument("--env", action="append", metavar="K=V", help="environment (${VAR} allowed)")
     p.add_argument("--cwd")

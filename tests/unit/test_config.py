@@ -177,14 +177,34 @@ SERVER = "[projects.demo.servers.x]\n"
         pytest.param(
             SERVER + 'url = "ftp://example.com/mcp"\n',
             "projects.demo.servers.x.url",
-            "expected an http:// or https:// URL",
+            "expected an http://, https://, ws:// or wss:// URL",
             id="url-scheme",
+        ),
+        pytest.param(
+            SERVER + 'url = "http://127.0.0.1:9/mcp"\ntransport = "stdio"\n',
+            "projects.demo.servers.x.transport",
+            "expected one of 'streamable-http', 'sse', 'websocket', got 'stdio'",
+            id="transport-choice",
         ),
         pytest.param(
             SERVER + 'url = "http://127.0.0.1:9/mcp"\ntransport = "websocket"\n',
             "projects.demo.servers.x.transport",
-            "expected one of 'streamable-http', 'sse'",
-            id="transport-choice",
+            "expected 'streamable-http' or 'sse' for an http:// or https:// url "
+            "('websocket' needs a ws:// or wss:// url), got 'websocket'",
+            id="websocket-transport-with-http-url",
+        ),
+        pytest.param(
+            SERVER + 'url = "wss://mcp.example.com/ws"\ntransport = "sse"\n',
+            "projects.demo.servers.x.transport",
+            "expected 'websocket' for a ws:// or wss:// url (or no transport), got 'sse'",
+            id="sse-transport-with-ws-url",
+        ),
+        pytest.param(
+            SERVER + 'url = "ws://127.0.0.1:9/"\ntransport = "streamable-http"\n',
+            "projects.demo.servers.x.transport",
+            "expected 'websocket' for a ws:// or wss:// url (or no transport), "
+            "got 'streamable-http'",
+            id="streamable-transport-with-ws-url",
         ),
         pytest.param(
             SERVER + 'command = "a"\nargs = "npx"\n',
@@ -563,3 +583,56 @@ def test_mcp_servers_errors_name_the_entry_as_the_file_does() -> None:
         parse_mcp_servers({"servers": {}}, "demo", "body")
     assert (info.value.source, info.value.field) == ("body", None)
     assert str(info.value) == 'body: expected an object with an "mcpServers" object'
+
+def test_a_ws_url_selects_the_websocket_transport(tmp_path: Path) -> None:
+    path = tmp_path / "ws.toml"
+    path.write_text(
+        '[projects.demo.servers.a]\nurl = "wss://mcp.example.com/ws?x=1"\n'
+        'headers = { Authorization = "Bearer ${TOKEN}" }\n'
+        '[projects.demo.servers.b]\nurl = "ws://127.0.0.1:8765/"\ntransport = "websocket"\n'
+    )
+    servers = load_config(path).projects["demo"].servers
+    assert servers["a"].transport == servers["b"].transport == "websocket"
+    assert servers["a"].url == "wss://mcp.example.com/ws?x=1"
+    assert dict(servers["a"].headers) == {"Authorization": "Bearer ${TOKEN}"}
+    # What the store keeps names the transport, and reads back the same.
+    spec = config.server_spec(servers["a"])
+    assert spec["transport"] == "websocket"
+    assert config.parse_server("demo", "a", spec, "store") == servers["a"]
+
+
+@pytest.mark.parametrize("entry", [
+    {"type": "ws", "url": "wss://mcp.example.com/ws"},
+    {"type": "websocket", "url": "wss://mcp.example.com/ws"},
+    {"transport": "websocket", "url": "wss://mcp.example.com/ws"},
+    {"url": "wss://mcp.example.com/ws"},
+])
+def test_mcp_servers_websocket_entries(entry: dict[str, str]) -> None:
+    from config.importing import parse_mcp_servers
+
+    specs = parse_mcp_servers({"mcpServers": {"w": {**entry, "headers": {"X-K": "${K}"}}}},
+                              "demo", "mcp.json")
+    assert specs["w"]["transport"] == "websocket"
+    assert specs["w"]["url"] == "wss://mcp.example.com/ws"
+    assert specs["w"]["headers"] == {"X-K": "${K}"}
+
+
+def test_mcp_servers_mismatched_type_names_the_type_field() -> None:
+    from config.importing import parse_mcp_servers
+
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"w": {"type": "sse", "url": "ws://h/ws"}}},
+                          "demo", "mcp.json")
+    assert str(info.value) == (
+        "mcp.json: mcpServers.w.type: expected 'websocket' for a ws:// or wss:// url "
+        "(or no transport), got 'sse'")
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"w": {"transport": "ws", "url": "https://h/mcp"}}},
+                          "demo", "mcp.json")
+    assert str(info.value).startswith("mcp.json: mcpServers.w.transport: expected "
+                                      "'streamable-http' or 'sse' for an http:// or https:// url")
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"w": {"type": "socket", "url": "ws://h/"}}},
+                          "demo", "mcp.json")
+    assert str(info.value) == ("mcp.json: mcpServers.w.type: expected stdio, sse, http, "
+                               "streamable-http, ws or websocket, got 'socket'")
