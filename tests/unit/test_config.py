@@ -584,6 +584,7 @@ def test_mcp_servers_errors_name_the_entry_as_the_file_does() -> None:
     assert (info.value.source, info.value.field) == ("body", None)
     assert str(info.value) == 'body: expected an object with an "mcpServers" object'
 
+
 def test_a_ws_url_selects_the_websocket_transport(tmp_path: Path) -> None:
     path = tmp_path / "ws.toml"
     path.write_text(
