@@ -12,13 +12,15 @@ from __future__ import annotations
 import collections
 import logging
 import secrets
+from collections.abc import Callable
 
 import attrs
 import trio
 
 from config import ServerConfig
 
-from .session import RequestObserver, Session
+from .outlet import Outlet
+from .session import RequestObserver, Session, SessionOptions
 from .supervisor import ServerSupervisor
 
 log = logging.getLogger(__name__)
@@ -37,31 +39,20 @@ class SessionRegistry:
     sessions: dict[str, Session] = attrs.field(factory=dict)
     #: Given to every new session: called once per finished request (metrics).
     observer: RequestObserver | None = None
+    #: Makes the private supervisor of an ``isolation = "session"`` session
+    #: (the gateway's, which hands it the reaper).
+    new_supervisor: Callable[[str, ServerConfig], ServerSupervisor] = ServerSupervisor
 
-    def new_session(
-        self,
-        project: str,
-        config: ServerConfig,
-        server: ServerSupervisor | None,
-        transport: str,
-        outbox_size: int = 256,
-    ) -> Session:
-        """Make a session handle (not yet running; see :meth:`start`).
-
-        ``server`` is the shared supervisor, or ``None`` for ``isolation =
-        "session"`` (the session then starts its own upstream).
-        """
-        return Session(
-            new_session_id(), project, config, transport, server=server,
-            outbox_size=outbox_size, observer=self.observer,
-        )
-
-    async def start(self, session: Session) -> None:
-        """Run the session's actor in the registry's nursery; return once it is attached.
+    async def open(self, options: SessionOptions, outlet: Outlet) -> Session:
+        """Open a session: run its actor in the registry's nursery and return its handle
+        once it is attached.
 
         Closing a session before or while it starts is safe: it then ends at once.
         """
+        session = Session(new_session_id(), options, outlet, observer=self.observer,
+                          new_supervisor=self.new_supervisor)
         await self._nursery.start(self._run, session)
+        return session
 
     async def _run(self, session: Session, *, task_status: trio.TaskStatus[Session]) -> None:
         self.sessions[session.session_id] = session
@@ -83,7 +74,7 @@ class SessionRegistry:
         """Live sessions by (project, server, transport)."""
         counter: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for s in self.sessions.values():
-            counter[(s.project, s.config.name, s.transport)] += 1
+            counter[(s.project, s.config.name, s.transport.value)] += 1
         return dict(counter)
 
     def close_all(self, reason: str) -> None:

@@ -12,8 +12,8 @@ Rules a real client depends on:
   initialize again (typescript-sdk#510).
 * ``notifications/cancelled`` from the client cancels that request's task,
   which tells the upstream; no response is sent for it (spec: cancellation).
-* A client that does not read its stream fills the outbox; the session is then
-  ended rather than buffering without bound.
+* A client that does not read its stream fills its outlet (``actors/outlet.py``);
+  the session is then ended rather than buffering without bound.
 * When the session ends — the client went away, overflow, shutdown — its
   nursery is cancelled: every in-flight upstream request is cancelled
   upstream, every pending server→client request is refused, the outbox closes
@@ -22,20 +22,20 @@ Rules a real client depends on:
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
 from config import ServerConfig
-from upstream import jsonrpc
+from upstream import errors, jsonrpc
 
 from .context import REQUEST_ID, SESSION_ID
-from .streams import StreamSet
+from .outlet import Outlet
 from .supervisor import ServerSupervisor
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
 
@@ -53,10 +53,10 @@ READY_WAIT_S = 5.0
 RequestObserver = Callable[[str, str, str, str, float, "float | None"], None]
 
 _OUTCOMES = {
-    jsonrpc.REQUEST_TIMEOUT: "timeout",
-    jsonrpc.UPSTREAM_UNAVAILABLE: "unavailable",
-    jsonrpc.UPSTREAM_CLOSED: "unavailable",
-    jsonrpc.SESSION_BUSY: "busy",
+    errors.REQUEST_TIMEOUT: "timeout",
+    errors.UPSTREAM_UNAVAILABLE: "unavailable",
+    errors.UPSTREAM_CLOSED: "unavailable",
+    errors.SESSION_BUSY: "busy",
 }
 
 
@@ -64,81 +64,103 @@ _OUTCOMES = {
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
-def _wanted_log(message: jsonrpc.Message, threshold: str | None) -> bool:
-    """Whether a message passes a 2026-07-28 request's ``logLevel`` opt-in."""
-    if message.get("method") != "notifications/message":
-        return True
-    if threshold not in LOG_LEVELS:
-        return False
-    params = message.get("params")
-    level = params.get("level") if isinstance(params, dict) else None
-    rank = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS) - 1
-    return rank >= LOG_LEVELS.index(threshold)  # type: ignore[arg-type]
-
-
 def negotiate_version(requested: Any) -> str:
     """The version to answer ``initialize`` with: the client's if supported, else the latest."""
     return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+
+
+class Transport(enum.StrEnum):
+    """How a session's client reaches the gateway (the value labels metrics and logs)."""
+
+    LEGACY_SSE = "sse"
+    STREAMABLE_HTTP = "http"
+    STATELESS = "stateless"
+    WEBSOCKET = "ws"
+
+
+@attrs.frozen
+class SessionOptions:
+    """Everything a session is opened with, decided by its transport before it starts."""
+
+    project: str
+    config: ServerConfig
+    #: The server's shared supervisor, or ``None`` for ``isolation = "session"``
+    #: (the session then starts a private upstream of its own).
+    server: ServerSupervisor | None
+    transport: Transport
+    #: Hash of the API key that opened the session; revoking the key ends it.
+    key_hash: str | None = None
+    #: End the session after this long with nothing in flight and no reader attached.
+    idle_timeout_s: float | None = None
+    #: Known before the first request (2026-07-28 clients declare them per request).
+    client_capabilities: Mapping[str, Any] | None = None
+    #: Set when the revision is known without ``initialize`` (2026-07-28).
+    protocol_version: str | None = None
 
 
 @attrs.define(eq=False)
 class Session:
     """A client session actor; the gateway holds it as a handle.
 
-    Handle methods (``submit``, ``close``, ``deliver``) never block on the
-    client and are safe to call from any task.
+    Opened from :class:`SessionOptions` with an :class:`~actors.outlet.Outlet`
+    (where its messages for the client go) by
+    :meth:`~actors.registry.SessionRegistry.open`. Handle methods (``submit``,
+    ``close``, ``deliver``) never block on the client and are safe to call
+    from any task.
     """
 
     session_id: str
-    project: str
-    config: ServerConfig
-    transport: str
-    server: ServerSupervisor | None = None
-    outbox_size: int = 256
-    initialized: bool = False
-    protocol_version: str | None = None
+    options: SessionOptions
+    outlet: Outlet
+    observer: RequestObserver | None = None
+    new_supervisor: Callable[[str, ServerConfig], ServerSupervisor] = ServerSupervisor
+    server: ServerSupervisor | None = attrs.field(init=False)
+    initialized: bool = attrs.field(init=False)
+    protocol_version: str | None = attrs.field(init=False)
     client_info: dict[str, Any] | None = None
+    #: Capabilities the client declared (``initialize``, or the options).
+    client_capabilities: Mapping[str, Any] | None = attrs.field(init=False)
     close_reason: str = ""
+    #: The session ended because its client did not keep up with its outlet.
+    overflowed: bool = False
     closed: trio.Event = attrs.field(factory=trio.Event)
-    #: Legacy SSE: what the stream sends, in order; ``None`` asks for a keep-alive comment.
-    outbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message | None] = attrs.field(init=False)
-    _outbound_send: trio.MemorySendChannel[jsonrpc.Message | None] = attrs.field(init=False)
     _inbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
     _inbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
     _tasks: dict[jsonrpc.Id, trio.CancelScope] = attrs.field(factory=dict)
     _server_requests: dict[str, tuple[Upstream, jsonrpc.Id]] = attrs.field(factory=dict)
     _server_ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    observer: RequestObserver | None = None
     #: When set, new requests are refused with this reason (the gateway is draining).
     refusing: str = ""
     _idle: trio.Event = attrs.field(factory=trio.Event)
-    #: Streamable HTTP: the session's resumable streams (``None`` for legacy SSE,
-    #: which has a single outbox read by its one stream).
-    streams: StreamSet | None = None
-    #: Streamable HTTP sessions end after this long with nothing in flight and no stream open.
-    idle_timeout_s: float | None = None
     last_activity: float = 0.0
-    #: Hash of the API key that opened the session; revoking the key ends it.
-    key_hash: str | None = None
-    #: Capabilities the client declared, when known before its first request
-    #: (2026-07-28 clients declare them per request, in ``_meta``).
-    client_capabilities: dict[str, Any] | None = None
-    #: 2026-07-28: the ``logLevel`` the request opted in to; without one no
-    #: ``notifications/message`` reaches it (SEP-2577).
-    log_level: str | None = None
-    #: 2026-07-28: how many ``InputRequiredResult`` rounds this call has been through.
-    mrtr_round: int = 0
-    #: 2026-07-28: the exchange waiting for the client's ``inputResponses``, if any.
-    parked: Any = None
     _upstream_started: bool = False
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
-        self._outbound_send, self.outbound_recv = trio.open_memory_channel(self.outbox_size)
+        options = self.options
+        self.server = options.server
+        self.protocol_version = options.protocol_version
+        # A revision known up front has no initialize handshake to wait for.
+        self.initialized = options.protocol_version is not None
+        self.client_capabilities = options.client_capabilities
         self._inbound_send, self._inbound_recv = trio.open_memory_channel(INBOX_SIZE)
-        if self.transport != "sse":
-            self.streams = StreamSet()
+
+    @property
+    def project(self) -> str:
+        return self.options.project
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.options.config
+
+    @property
+    def transport(self) -> Transport:
+        return self.options.transport
+
+    @property
+    def key_hash(self) -> str | None:
+        return self.options.key_hash
 
     # -- handle ---------------------------------------------------------------
     @property
@@ -152,7 +174,7 @@ class Session:
 
     @property
     def outbox_depth(self) -> int:
-        return self._outbound_send.statistics().current_buffer_used
+        return self.outlet.depth
 
     async def wait_idle(self) -> None:
         """Return once no request of this session is in flight."""
@@ -185,37 +207,24 @@ class Session:
         """
         if fail_in_flight and not self.closing:
             for msg_id in list(self._tasks):
-                self.deliver(jsonrpc.error_response(msg_id, jsonrpc.UPSTREAM_UNAVAILABLE, reason))
+                self.deliver(jsonrpc.error_response(msg_id, errors.UPSTREAM_UNAVAILABLE, reason))
         if not self.close_reason:
             self.close_reason = reason
         self._scope.cancel()
 
     def deliver(self, message: jsonrpc.Message, related: jsonrpc.Id | None = None) -> None:
-        """Queue a message for the client; a full legacy outbox ends the session.
+        """Queue a message for the client on its outlet; a client that is not keeping
+        up ends the session rather than growing its queue.
 
-        On Streamable HTTP the message joins the stream it belongs to (see
-        :meth:`StreamSet.route`); ``related`` names the request it is about.
+        ``related`` names the request the message is about (Streamable HTTP puts
+        it on that request's stream).
         """
-        if self.streams is not None:
-            if self.transport == "stateless" and not _wanted_log(message, self.log_level):
-                return
-            if not self.closed.is_set():
-                self.streams.route(message, related)
+        if self.closed.is_set():
             return
-        try:
-            self._outbound_send.send_nowait(message)
-        except trio.WouldBlock:
+        if not self.outlet.deliver(message, related):
+            self.overflowed = True
             log.warning("session %s: client is not reading its stream; ending it", self.session_id)
             self.close("the client did not read its stream (outbound queue full)")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    def nudge(self) -> None:
-        """Legacy SSE: ask the stream for a keep-alive comment (never ends the session:
-        an outbox with no room is not idle)."""
-        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
-                                 trio.ClosedResourceError):
-            self._outbound_send.send_nowait(None)
 
     def deliver_server_request(self, upstream: Upstream, message: jsonrpc.Message) -> None:
         """Forward an upstream's request to the client under an id of this session."""
@@ -236,7 +245,7 @@ class Session:
         Raises :class:`UpstreamError` when it does not come up in time.
         """
         private = not self._upstream_started
-        self._start_private_upstream(self.client_capabilities or {})
+        self._start_private_upstream(dict(self.client_capabilities or {}))
         assert self.server is not None
         # A process started just now may take its time; a running one that is
         # down gets the same short wait as any forwarded request.
@@ -270,13 +279,13 @@ class Session:
                     if self.server is None:
                         # isolation = "session": a private upstream, started at the
                         # first request so it can be told the client's capabilities.
-                        self.server = ServerSupervisor(self.project, self.config)
+                        self.server = self.new_supervisor(self.project, self.config)
                     else:
                         self._upstream_started = True
                     self.server.attach(self)
-                    if self.idle_timeout_s is not None:
+                    if self.options.idle_timeout_s is not None:
                         self.touch()
-                        nursery.start_soon(self._expire_when_idle, self.idle_timeout_s)
+                        nursery.start_soon(self._expire_when_idle, self.options.idle_timeout_s)
                     task_status.started(self)
                     async with self._inbound_recv:
                         async for message in self._inbound_recv:
@@ -284,19 +293,17 @@ class Session:
         finally:
             self.closed.set()
             self._idle.set()
-            if self.streams is not None:
-                self.streams.close_all()
+            self.outlet.close()
             if self.server is not None:
                 self.server.detach(self)
             self._inbound_send.close()
-            self._outbound_send.close()
             if self._server_requests:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                     for upstream, upstream_id in self._server_requests.values():
                         await upstream.respond(
                             upstream_id,
                             jsonrpc.error_response(
-                                None, jsonrpc.INTERNAL_ERROR, "the client session ended"
+                                None, errors.INTERNAL_ERROR, "the client session ended"
                             ),
                         )
                 self._server_requests.clear()
@@ -312,9 +319,7 @@ class Session:
     async def _expire_when_idle(self, timeout_s: float) -> None:
         while True:
             await trio.sleep_until(self.last_activity + timeout_s)
-            busy = self._tasks or (
-                self.streams is not None and any(s.attached for s in self.streams.by_id.values())
-            )
+            busy = self._tasks or self.outlet.busy
             if busy:
                 self.touch()
             elif trio.current_time() >= self.last_activity + timeout_s:
@@ -329,7 +334,7 @@ class Session:
                 caps = params.get("capabilities") if isinstance(params, dict) else None
                 is_init = method == "initialize" and isinstance(caps, dict)
                 self._start_private_upstream(
-                    caps if is_init else (self.client_capabilities or {})
+                    caps if is_init else dict(self.client_capabilities or {})
                 )
             if "id" not in message:
                 self._on_notification(method, message, nursery)
@@ -340,18 +345,18 @@ class Session:
             elif msg_id in self._tasks:
                 self.deliver(
                     jsonrpc.error_response(
-                        msg_id, jsonrpc.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
+                        msg_id, errors.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
                     )
                 )
             elif self.refusing and method != "initialize":
                 self.deliver(
-                    jsonrpc.error_response(msg_id, jsonrpc.UPSTREAM_UNAVAILABLE, self.refusing)
+                    jsonrpc.error_response(msg_id, errors.UPSTREAM_UNAVAILABLE, self.refusing)
                 )
             elif len(self._tasks) >= MAX_IN_FLIGHT:
                 self.deliver(
                     jsonrpc.error_response(
                         msg_id,
-                        jsonrpc.SESSION_BUSY,
+                        errors.SESSION_BUSY,
                         f"too many requests in flight on this session (limit {MAX_IN_FLIGHT})",
                     )
                 )
@@ -414,8 +419,7 @@ class Session:
                 self._idle.set()
         if scope.cancelled_caught:
             outcome = "cancelled"
-            if self.streams is not None:
-                self.streams.abandon(msg_id)
+            self.outlet.abandon(msg_id)
         elif reply is not None and "error" in reply:
             outcome = _OUTCOMES.get(reply["error"].get("code"), "error")
         else:

@@ -112,7 +112,8 @@ class EventStream:
 
 @attrs.define(eq=False)
 class StreamSet:
-    """All event streams of one session, and the rule for which stream a message joins."""
+    """All event streams of one session, and the rule for which stream a message joins;
+    the outlet (``actors/outlet.py``) of a Streamable HTTP session."""
 
     standalone: EventStream = attrs.field(factory=lambda: EventStream("0"))
     by_request: dict[jsonrpc.Id, EventStream] = attrs.field(factory=dict)
@@ -174,9 +175,25 @@ class StreamSet:
                 stream.finish()
                 self._retire(stream)
 
-    def close_all(self) -> None:
+    # -- the session's outlet (actors/outlet.py) ---------------------------------
+    def deliver(self, message: jsonrpc.Message, related: jsonrpc.Id | None) -> bool:
+        """Route the message (:meth:`route`); streams keep a bounded history instead of
+        refusing, so this never reports overflow."""
+        self.route(message, related)
+        return True
+
+    def close(self) -> None:
         for stream in self.by_id.values():
             stream.finish()
+
+    @property
+    def depth(self) -> int:
+        return sum(max(0, s.next_seq - 1 - s.delivered) for s in self.by_id.values()
+                   if not s.finished or s.attached)
+
+    @property
+    def busy(self) -> bool:
+        return any(s.attached for s in self.by_id.values())
 
     def resolve(self, last_event_id: str) -> tuple[EventStream, int]:
         """The stream and sequence number a ``Last-Event-ID`` names; ``KeyError`` if unknown."""

@@ -43,7 +43,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from upstream import jsonrpc
+from upstream import errors, jsonrpc
+from upstream.errors import GatewayError
 from upstream.link import Link
 from upstream.stdio import UpstreamProtocolError
 
@@ -56,12 +57,14 @@ GATEWAY_INFO = {"name": "mcp-orch", "version": "0.1.0"}
 WRITER_QUEUE = 64
 
 
-class UpstreamError(Exception):
-    """A request could not be served by the upstream; ``code`` is the JSON-RPC error code."""
+class UpstreamError(GatewayError):
+    """A request could not be served by the upstream; ``code`` is the JSON-RPC error code
+    (HTTP 503 where a transport answers in HTTP)."""
+
+    status = 503
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 class SessionPeer(Protocol):
@@ -197,7 +200,7 @@ class Upstream:
         """
         client_id = message["id"]
         if self.closed.is_set():
-            return jsonrpc.error_response(client_id, jsonrpc.UPSTREAM_CLOSED, self.close_reason)
+            return jsonrpc.error_response(client_id, errors.UPSTREAM_CLOSED, self.close_reason)
         gid = next(self._ids)
         reply_send, reply_recv = trio.open_memory_channel[jsonrpc.Message](1)
         pending = _Pending(session, client_id, reply_send, timeout_s=timeout_s)
@@ -224,14 +227,14 @@ class Upstream:
             await self._cancel_upstream(gid, f"timed out after {timeout_s:g} s")
             return jsonrpc.error_response(
                 client_id,
-                jsonrpc.REQUEST_TIMEOUT,
+                errors.REQUEST_TIMEOUT,
                 f"upstream '{self.name}' did not answer {message.get('method')!r} "
                 f"within {timeout_s:g} s",
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.EndOfChannel):
             answered = True
             return jsonrpc.error_response(
-                client_id, jsonrpc.UPSTREAM_CLOSED, self.close_reason or "upstream closed"
+                client_id, errors.UPSTREAM_CLOSED, self.close_reason or "upstream closed"
             )
         finally:
             self._pending.pop(gid, None)
@@ -387,7 +390,7 @@ class Upstream:
         )
         try:
             self._writer_send.send_nowait(
-                jsonrpc.error_response(message["id"], jsonrpc.INTERNAL_ERROR, reason)
+                jsonrpc.error_response(message["id"], errors.INTERNAL_ERROR, reason)
             )
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             log.warning("upstream %s: could not refuse %s", self.name, message["method"])
@@ -396,7 +399,7 @@ class Upstream:
         for pending in list(self._pending.values()):
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 pending.reply_send.send_nowait(
-                    jsonrpc.error_response(pending.client_id, jsonrpc.UPSTREAM_CLOSED, reason)
+                    jsonrpc.error_response(pending.client_id, errors.UPSTREAM_CLOSED, reason)
                 )
 
 
@@ -423,17 +426,17 @@ async def _initialize(
         reply = await upstream.request_internal("initialize", params, timeout_s)
     except trio.TooSlowError:
         raise UpstreamError(
-            jsonrpc.UPSTREAM_UNAVAILABLE,
+            errors.UPSTREAM_UNAVAILABLE,
             f"upstream '{upstream.name}' did not answer initialize within {timeout_s:g} s",
         ) from None
     if "error" in reply:
         raise UpstreamError(
-            jsonrpc.UPSTREAM_UNAVAILABLE,
+            errors.UPSTREAM_UNAVAILABLE,
             f"upstream '{upstream.name}' refused initialize: {reply['error'].get('message')}",
         )
     result = reply.get("result")
     if not isinstance(result, dict):
-        raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, "initialize result is not an object")
+        raise UpstreamError(errors.UPSTREAM_UNAVAILABLE, "initialize result is not an object")
     upstream.init_result = result
     await upstream._writer_send.send(jsonrpc.notification("notifications/initialized"))
 
@@ -525,7 +528,7 @@ async def open_upstream(
                 if init_scope.cancelled_caught:
                     tail = "; ".join(list(link.stderr_tail)[-3:])
                     raise UpstreamError(
-                        jsonrpc.UPSTREAM_UNAVAILABLE,
+                        errors.UPSTREAM_UNAVAILABLE,
                         f"{upstream.close_reason} during initialize"
                         + (f" (stderr: {tail})" if tail else ""),
                     )

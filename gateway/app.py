@@ -1,6 +1,6 @@
-"""The HTTP face: the Quart-Trio app (health, readiness, status, metrics, Streamable
-HTTP), auth, Origin policy, and the assembly with the raw-ASGI legacy SSE routes
-(``gateway/legacy_sse.py``) in front of it.
+"""The HTTP face: the MCP routes (``gateway/transports/``) in front of the Quart-Trio
+operations app (health, readiness, status, metrics, the admin API, OAuth discovery
+answers), with its admin auth and Origin policy.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from upstream import jsonrpc
+from upstream import errors, jsonrpc
 
 from .core import Gateway, is_loopback
-from .http.auth import bearer_token, check_project_access
+from .http.auth import bearer_token
 from .http.origin import OriginPolicy, check_request, cors_headers, preflight_headers
 from .ops.admin import register_admin
 from .ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .transports.legacy_sse import LegacySse
-from .transports.streamable import SessionPost, register_streamable
+from .transports.routes import McpRoutes
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +37,24 @@ def rpc_error(status: int, code: int, message: str, headers: dict[str, str] | No
     return json_response(jsonrpc.error_response(None, code, message), status, headers)
 
 
+#: Paths ``gateway.metrics_auth = "admin"`` puts behind the admin token.
+METRICS_AUTH_PATHS = ("/metrics", "/admin/openapi.json")
+OAUTH_HINT = ("this gateway takes API keys (Authorization: Bearer <key>), not OAuth; "
+              "create one with `mcp-orch keys create --project P`")
+
+
+def oauth_error(status: int, error: str) -> Response:
+    """An OAuth-shaped error (``{"error", "error_description"}``) saying the gateway takes API keys."""
+    return json_response({"error": error, "error_description": OAUTH_HINT}, status,
+                         {"Cache-Control": "no-store"})
+
+
 class Rejection(Exception):
     """Raised by checks to answer the request with ``response``."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
         self.response = response
-
-
-async def authorize(gateway: Gateway, project_name: str) -> None:
-    """Apply the project's auth rule to the current request, or raise :class:`Rejection`."""
-    denied = await check_project_access(
-        gateway, project_name, request.headers.get("Authorization")
-    )
-    if denied is not None:
-        raise Rejection(rpc_error(denied.status, -32001, denied.message, denied.headers))
 
 
 async def authorize_admin(gateway: Gateway) -> None:
@@ -68,18 +70,10 @@ async def authorize_admin(gateway: Gateway) -> None:
         gateway.metrics.rejected.labels("auth").inc()
         raise Rejection(
             rpc_error(
-                401, -32001, "this endpoint needs the admin token (Authorization: Bearer)",
+                401, errors.UNAUTHORIZED, "this endpoint needs the admin token (Authorization: Bearer)",
                 {"WWW-Authenticate": 'Bearer realm="mcp-orch-admin"'},
             )
         )
-
-
-async def resolve(gateway: Gateway, project: str, server: str) -> Any:
-    await authorize(gateway, project)
-    found = gateway.server(project, server)
-    if found is None:
-        raise Rejection(rpc_error(404, -32001, f"no server {server!r} in project {project!r}"))
-    return found
 
 
 def origin_policy(gateway: Gateway) -> OriginPolicy:
@@ -92,10 +86,9 @@ def origin_policy(gateway: Gateway) -> OriginPolicy:
 
 
 def create_asgi(gateway: Gateway) -> Any:
-    """The whole HTTP face: the raw-ASGI hot paths (legacy SSE, requests of open
-    Streamable HTTP sessions) in front of the Quart app."""
-    policy = origin_policy(gateway)
-    return LegacySse(SessionPost(create_app(gateway), gateway, policy), gateway, policy)
+    """The whole HTTP face: the MCP routes on the session front
+    (``gateway/transports/``) in front of the operations app."""
+    return McpRoutes(gateway, origin_policy(gateway), create_app(gateway))
 
 
 def create_app(gateway: Gateway) -> QuartTrio:
@@ -116,7 +109,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
         refusal = check_request(policy, request.headers.get("Host"), origin)
         if refusal is not None:
             gateway.metrics.rejected.labels(refusal.reason).inc()
-            return rpc_error(refusal.status, jsonrpc.INVALID_REQUEST, refusal.message)
+            return rpc_error(refusal.status, errors.INVALID_REQUEST, refusal.message)
         if request.method == "OPTIONS" and origin is not None:
             requested = request.headers.get("Access-Control-Request-Headers")
             return Response("", status=204, headers=preflight_headers(origin, requested))
@@ -139,16 +132,16 @@ def create_app(gateway: Gateway) -> QuartTrio:
     async def too_large(_: Any) -> Response:
         gateway.metrics.rejected.labels("size").inc()
         return rpc_error(
-            413, jsonrpc.INVALID_REQUEST, f"request body exceeds {settings.max_body_bytes} bytes"
+            413, errors.INVALID_REQUEST, f"request body exceeds {settings.max_body_bytes} bytes"
         )
 
     @app.errorhandler(404)
     async def not_found(_: Any) -> Response:
-        return rpc_error(404, -32001, "not found")
+        return rpc_error(404, errors.NOT_FOUND, "not found")
 
     @app.errorhandler(405)
     async def not_allowed(_: Any) -> Response:
-        return rpc_error(405, -32001, "method not allowed")
+        return rpc_error(405, errors.METHOD_NOT_ALLOWED, "method not allowed")
 
     @app.get("/health")
     async def health() -> Response:
@@ -164,16 +157,37 @@ def create_app(gateway: Gateway) -> QuartTrio:
         await authorize_admin(gateway)
         return json_response(gateway.status(), 200)
 
+    @app.before_request
+    async def guard_metrics() -> None:
+        # gateway.metrics_auth = "admin": the scrape and the API description need
+        # the admin token, like /status ("none", the default: open, for scrapers).
+        if settings.metrics_auth == "admin" and request.path in METRICS_AUTH_PATHS:
+            await authorize_admin(gateway)
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), status=200, content_type=METRICS_CONTENT_TYPE)
 
+    # No OAuth here. OAuth-aware clients (MCP Inspector's web UI) answer a 401 by
+    # probing /.well-known/*, then POST /register; each gets an OAuth-shaped
+    # error (RFC 6749 §5.2) whose description the client shows the user.
     @app.route("/.well-known/<path:rest>", methods=["GET", "POST", "OPTIONS"])
     async def well_known(rest: str) -> Response:
-        # No OAuth here: answer fast so OAuth-aware clients stop looking.
-        return rpc_error(404, -32001, "this gateway uses API keys (Authorization: Bearer), not OAuth")
+        # 404 (no metadata): clients stop looking at once.
+        return oauth_error(404, "not_found")
 
-    register_streamable(app, gateway, resolve, rpc_error)
+    @app.route("/register", methods=["GET", "POST"])
+    async def register() -> Response:
+        return oauth_error(400, "invalid_client_metadata")
+
+    @app.route("/authorize", methods=["GET", "POST"])
+    async def authorize_oauth() -> Response:
+        return oauth_error(400, "invalid_request")
+
+    @app.route("/token", methods=["POST", "GET"])
+    async def token() -> Response:
+        return oauth_error(400, "invalid_request")
+
     register_admin(app, gateway, authorize_admin, json_response)
     return app
 

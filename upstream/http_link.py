@@ -36,7 +36,7 @@ import attrs
 import httpx
 import trio
 
-from . import jsonrpc
+from . import errors, jsonrpc
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class _RemoteLink:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
                                      trio.ClosedResourceError):
                 self._inbox_send.send_nowait(
-                    jsonrpc.error_response(message["id"], jsonrpc.UPSTREAM_UNAVAILABLE, text)
+                    jsonrpc.error_response(message["id"], errors.UPSTREAM_UNAVAILABLE, text)
                 )
 
     async def send(self, message: jsonrpc.Message) -> None:

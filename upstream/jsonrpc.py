@@ -4,27 +4,19 @@ MCP messages are plain JSON objects; the gateway keeps them as dicts (no model
 classes on the hot path) and validates only what it must route on: the
 ``jsonrpc`` marker, the id's type (``string | number``, never null for a
 request, and never converted: ``"1"`` and ``1`` are different ids), the method
-name and the result/error shape of a response.
+name and the result/error shape of a response. Error codes are in
+:mod:`upstream.errors`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Any, Literal
 
 Message = dict[str, Any]
 Id = str | int
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-# Implementation-defined server errors (-32000 .. -32099).
-UPSTREAM_UNAVAILABLE = -32000
-REQUEST_TIMEOUT = -32001
-UPSTREAM_CLOSED = -32002
-SESSION_BUSY = -32003
 
 Kind = Literal["request", "notification", "response"]
 
@@ -38,10 +30,68 @@ def dumps(message: Message) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+#: Deepest nesting of arrays/objects a message may have. Real MCP messages
+#: (tool schemas included) stay far below; a body nested 100,000 deep would
+#: otherwise reach the decoder's recursion limit.
+MAX_DEPTH = 128
+# A JSON string literal, escapes included (so brackets inside strings do not count).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Every byte but the four brackets; the depth step of each bracket (by byte value).
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))
+_TOO_MANY_OPEN = re.compile(rb"[\[{]{%d}" % (MAX_DEPTH + 1))
+#: Innermost-pair passes tried before the exact running sum (honest messages are shallower).
+_PASSES = 16
+
+
+def _too_deep(data: bytes | str) -> bool:
+    """Whether ``data`` nests arrays/objects deeper than :data:`MAX_DEPTH`.
+
+    Cheap, and never recursive. A message with at most ``MAX_DEPTH`` opening
+    brackets cannot be too deep, and counting them is a C loop (a typical
+    1 KB message pays only that). Otherwise, in C loops as far as possible:
+    strings are cut out and everything but brackets deleted; a run of more
+    than ``MAX_DEPTH`` opening brackets is too deep at once; then innermost
+    pairs (``[]``, ``{}``) are removed pass after pass — each pass lowers the
+    depth by exactly one, so a typical message is done in a few passes — and
+    what is still nested after :data:`_PASSES` passes gets an exact running
+    sum. The cost is linear in the body, which ``max_body_bytes`` bounds.
+    """
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= MAX_DEPTH:
+            return False
+        data = data.encode("utf-8", "surrogatepass")
+    elif data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    if b"\\" in data:
+        data = _STRING.sub(b"", data)
+    else:  # no escapes: strings are exactly the odd pieces between quotes
+        data = b"".join(data.split(b'"')[::2])
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if _TOO_MANY_OPEN.search(brackets):
+        return True
+    for _ in range(_PASSES):
+        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        if not shorter or len(shorter) == len(brackets):
+            return False  # fully matched, or unbalanced (not JSON: the parser says why)
+        brackets = shorter
+    depth = max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+    return depth > MAX_DEPTH - _PASSES
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON text; raises ``InvalidMessage`` with the parser's reason."""
+    """Parse JSON text; raises ``InvalidMessage`` with the parser's reason.
+
+    Nesting deeper than :data:`MAX_DEPTH` is refused before parsing (a
+    ``RecursionError`` of the decoder is turned into the same refusal), so
+    every transport answers it as a parse error.
+    """
+    if _too_deep(data):
+        raise InvalidMessage(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(data)
+    except RecursionError:
+        raise InvalidMessage(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessage(f"invalid JSON: {exc}") from None
 

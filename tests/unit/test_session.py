@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.session import LATEST_VERSION, Session, negotiate_version
+from actors import Outbox
+from actors.session import LATEST_VERSION, Session, SessionOptions, Transport, negotiate_version
 from actors.upstream import Upstream, _NoSession, _Pending
 from config import ServerConfig
 
 
 def make_session(outbox: int = 2) -> Session:
-    return Session("s1", "p", ServerConfig(name="x", command="unused"), "sse", outbox_size=outbox)
+    options = SessionOptions("p", ServerConfig(name="x", command="unused"), None,
+                             Transport.LEGACY_SSE)
+    return Session("s1", options, Outbox(outbox))
 
 
 async def test_full_outbox_ends_the_session() -> None:

@@ -62,14 +62,18 @@ from typing import Any
 
 import attrs
 import trio
-from quart import Response, make_response
 
-from actors.session import LOG_LEVELS, SUPPORTED_VERSIONS, Session
+from actors import Session, Transport
+from actors.session import LOG_LEVELS, SUPPORTED_VERSIONS
 from actors.streams import EventsLost, EventStream, is_response
 from actors.upstream import GATEWAY_INFO, UpstreamError
-from upstream import jsonrpc
+from upstream import errors, jsonrpc
+from upstream.errors import HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY, UNSUPPORTED_VERSION
 
 from ...http import sse
+from ...http.asgi import HttpRequest
+from ..front import Front, JsonReply, Refused, Reply, StreamReply, Target, draining
+from .outlet import StatelessStreams
 from .request_state import BadRequestState, RequestState, StateSigner, binding_of
 
 log = logging.getLogger(__name__)
@@ -87,10 +91,6 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_SUBSCRIPTION = "io.modelcontextprotocol/subscriptionId"
 META_PREFIX = "io.modelcontextprotocol/"
 
-HEADER_MISMATCH = -32020
-MISSING_CLIENT_CAPABILITY = -32021
-UNSUPPORTED_VERSION = -32022
-RESOURCE_NOT_FOUND_OLD = -32002
 
 REMOVED_METHODS = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
@@ -114,16 +114,6 @@ LISTEN_FILTERS = {
     "promptsListChanged": ("prompts", "notifications/prompts/list_changed"),
     "resourcesListChanged": ("resources", "notifications/resources/list_changed"),
 }
-
-
-class StatelessError(Exception):
-    """A request refused before it reaches an upstream: HTTP status and JSON-RPC error."""
-
-    def __init__(self, status: int, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.data = data
 
 
 def wants_stateless(
@@ -152,13 +142,13 @@ def _header_value(header: str, raw: str) -> str:
         try:
             return base64.b64decode(encoded, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            raise StatelessError(
+            raise Refused(
                 400, HEADER_MISMATCH, f"{header} header is not valid =?base64?…?= text") from None
     return value
 
 
 def _check_param_headers(
-    tool_headers: dict[str, dict[str, str]], params: dict[str, Any], headers: Any
+    tool_headers: dict[str, dict[str, str]], params: dict[str, Any], http: HttpRequest
 ) -> None:
     """Arguments a tool marks ``x-mcp-header`` must come in matching ``Mcp-Param-*`` headers."""
     name = params.get("name")
@@ -169,19 +159,19 @@ def _check_param_headers(
     arguments = arguments if isinstance(arguments, dict) else {}
     for argument, suffix in marked.items():
         header = f"Mcp-Param-{suffix}"
-        raw = headers.get(header)
+        raw = http.header(header)
         if argument not in arguments:
             if raw is not None:
-                raise StatelessError(400, HEADER_MISMATCH,
+                raise Refused(400, HEADER_MISMATCH,
                                      f"{header} header is set but argument {argument!r} is not")
             continue
         value = arguments[argument]
         expected = value if isinstance(value, str) else json.dumps(value)
         if raw is None:
-            raise StatelessError(400, HEADER_MISMATCH,
+            raise Refused(400, HEADER_MISMATCH,
                                  f"argument {argument!r} must also be sent in the {header} header")
         if _header_value(header, raw) != expected:
-            raise StatelessError(400, HEADER_MISMATCH,
+            raise Refused(400, HEADER_MISMATCH,
                                  f"{header} header does not match argument {argument!r}")
 
 
@@ -192,14 +182,14 @@ def _closed_on_failure(session: Session, reason: str) -> Iterator[None]:
         yield
     except UpstreamError as exc:
         session.close(reason)
-        raise StatelessError(503, exc.code, str(exc)) from None
+        raise Refused(503, exc.code, str(exc), reason="unavailable") from None
     except BaseException:
         session.close(reason)
         raise
 
 
 def _status_for(code: int) -> int:
-    if code == jsonrpc.METHOD_NOT_FOUND:
+    if code == errors.METHOD_NOT_FOUND:
         return 404
     if code in (HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY, UNSUPPORTED_VERSION):
         return 400
@@ -246,130 +236,135 @@ class Exchange:
                 return key
 
 
+def _outlet(session: Session) -> StatelessStreams:
+    outlet = session.outlet
+    assert isinstance(outlet, StatelessStreams)
+    return outlet
+
+
 @attrs.define(eq=False)
 class StatelessEndpoint:
     """Serves 2026-07-28 requests for one gateway (see the module docstring)."""
 
-    gateway: Any
+    front: Front
     signer: StateSigner = attrs.field(factory=StateSigner)
 
+    @property
+    def gateway(self) -> Any:
+        return self.front.gateway
+
     # -- entry ----------------------------------------------------------------
-    async def handle(
-        self, project: str, config: Any, supervisor: Any, parsed: Any,
-        headers: Any, key_hash: str | None,
-    ) -> Response:
+    async def handle(self, target: Target, parsed: Any, http: HttpRequest) -> Reply | None:
+        """Answer one POST of this revision; ``None`` once answered (``202``).
+
+        Error handling: refusals raise :class:`~gateway.transports.front.Refused`
+        carrying the request's id.
+        """
         if isinstance(parsed, list):
-            return self._error(None, StatelessError(
-                400, jsonrpc.INVALID_REQUEST, f"JSON-RPC batches are not part of {STATELESS_VERSION}"))
+            raise Refused(400, errors.INVALID_REQUEST,
+                          f"JSON-RPC batches are not part of {STATELESS_VERSION}")
         try:
             kind = jsonrpc.classify(parsed)
         except jsonrpc.InvalidMessage as exc:
-            return self._error(None, StatelessError(
-                400, jsonrpc.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}"))
+            raise Refused(400, errors.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}") from None
         if kind == "notification":
-            return Response("", status=202)  # nothing to cancel or tell without a session
+            await http.reply(202, b"", content_type=b"text/plain")
+            return None  # nothing to cancel or tell without a session
         if kind == "response":
-            return self._error(None, StatelessError(
-                400, jsonrpc.INVALID_REQUEST,
-                f"{STATELESS_VERSION} has no server→client requests to answer: "
-                "send inputResponses with the retried request"))
+            raise Refused(400, errors.INVALID_REQUEST,
+                          f"{STATELESS_VERSION} has no server→client requests to answer: "
+                          "send inputResponses with the retried request")
         msg_id = parsed["id"]
         try:
-            params, meta = self._validate(parsed, headers)
+            params, meta = self._validate(parsed, http)
             method = parsed["method"]
             if method in REMOVED_METHODS:
-                raise StatelessError(
-                    404, jsonrpc.METHOD_NOT_FOUND,
-                    f"{method!r} is not part of {STATELESS_VERSION}")
+                raise Refused(404, errors.METHOD_NOT_FOUND,
+                              f"{method!r} is not part of {STATELESS_VERSION}")
             # A retry carrying requestState finishes work already in flight: served while draining.
             if self.gateway.draining and "requestState" not in params:
-                self.gateway.metrics.rejected.labels("draining").inc()
-                raise StatelessError(503, jsonrpc.UPSTREAM_UNAVAILABLE,
-                                     "the gateway is shutting down")
+                raise draining()
             if method == "server/discover":
-                return await self._discover(project, config, supervisor, msg_id, meta, key_hash)
+                return await self._discover(target, msg_id, meta)
             if method == "subscriptions/listen":
-                return await self._listen(project, config, supervisor, parsed, meta, key_hash)
-            return await self._call(
-                project, config, supervisor, parsed, params, meta, key_hash, headers)
-        except StatelessError as exc:
-            return self._error(msg_id, exc)
+                return await self._listen(target, parsed, meta)
+            return await self._call(target, parsed, params, meta, http)
+        except Refused as exc:
+            exc.msg_id = msg_id
+            raise
 
     # -- validation -------------------------------------------------------------
-    def _validate(self, message: jsonrpc.Message, headers: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _validate(self, message: jsonrpc.Message, http: HttpRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         method = message["method"]
         params = message.get("params", {})
         if not isinstance(params, dict):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, "params must be an object")
+            raise Refused(400, errors.INVALID_PARAMS, "params must be an object")
         meta = params.get("_meta")
         if not isinstance(meta, dict):
-            raise StatelessError(
-                400, jsonrpc.INVALID_PARAMS,
+            raise Refused(
+                400, errors.INVALID_PARAMS,
                 f"params._meta is required in {STATELESS_VERSION} (protocol version and "
                 "client capabilities travel with every request)")
         version = meta.get(META_VERSION)
         if not isinstance(version, str):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, f"params._meta[{META_VERSION!r}] "
+            raise Refused(400, errors.INVALID_PARAMS, f"params._meta[{META_VERSION!r}] "
                                  "is required and must be a string")
         if not isinstance(meta.get(META_CAPABILITIES), dict):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, f"params._meta[{META_CAPABILITIES!r}] "
+            raise Refused(400, errors.INVALID_PARAMS, f"params._meta[{META_CAPABILITIES!r}] "
                                  "is required and must be an object")
         level = meta.get(META_LOG_LEVEL)
         if level is not None and level not in LOG_LEVELS:
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, f"params._meta[{META_LOG_LEVEL!r}] "
+            raise Refused(400, errors.INVALID_PARAMS, f"params._meta[{META_LOG_LEVEL!r}] "
                                  f"must be one of {', '.join(LOG_LEVELS)}")
-        header_version = (headers.get("MCP-Protocol-Version") or "").strip()
+        header_version = (http.header("MCP-Protocol-Version") or "").strip()
         if header_version != version:
-            raise StatelessError(
+            raise Refused(
                 400, HEADER_MISMATCH,
                 f"MCP-Protocol-Version header {header_version or '(missing)'!r} does not match "
                 f"params._meta protocol version {version!r}")
         if version not in STATELESS_VERSIONS:
-            raise StatelessError(
+            raise Refused(
                 400, UNSUPPORTED_VERSION,
                 f"protocol version {version!r} is not served without a session "
                 f"(supported: {', '.join(STATELESS_VERSIONS)}; older revisions: initialize)",
-                {"supported": list(STATELESS_VERSIONS), "requested": version})
-        header_method = headers.get("Mcp-Method")
+                data={"supported": list(STATELESS_VERSIONS), "requested": version})
+        header_method = http.header("Mcp-Method")
         if header_method is None or header_method.strip() != method:
-            raise StatelessError(
+            raise Refused(
                 400, HEADER_MISMATCH,
                 f"Mcp-Method header {header_method!r} does not match the method {method!r}")
         if method in NAMED:
             target = params.get(NAMED[method])
-            header_name = headers.get("Mcp-Name")
+            header_name = http.header("Mcp-Name")
             if header_name is not None:
                 header_name = _header_value("Mcp-Name", header_name)
             if isinstance(target, str) and header_name != target:
-                raise StatelessError(
+                raise Refused(
                     400, HEADER_MISMATCH,
                     f"Mcp-Name header {header_name!r} does not match {NAMED[method]} {target!r}")
         responses = params.get("inputResponses")
         if "inputResponses" in params and not (
             isinstance(responses, dict) and all(isinstance(v, dict) for v in responses.values())
         ):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS,
+            raise Refused(400, errors.INVALID_PARAMS,
                                  "inputResponses must be an object mapping keys to result objects")
         if "requestState" in params and not isinstance(params["requestState"], str):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, "requestState must be a string")
+            raise Refused(400, errors.INVALID_PARAMS, "requestState must be a string")
         return params, meta
 
     # -- sessions ---------------------------------------------------------------
-    async def _open_session(
-        self, project: str, config: Any, supervisor: Any, meta: dict[str, Any],
-        key_hash: str | None,
-    ) -> Session:
-        registry = self.gateway.registry
-        session = registry.new_session(project, config, supervisor, "stateless")
-        session.protocol_version = STATELESS_VERSION
-        session.initialized = True
-        session.client_capabilities = meta[META_CAPABILITIES]
-        session.log_level = meta.get(META_LOG_LEVEL)
-        session.key_hash = key_hash
-        # A safety net only: every path closes its session when the request ends.
-        session.idle_timeout_s = self.gateway.config.gateway.http_session_idle_s
-        await registry.start(session)
-        return session
+    async def _open_session(self, target: Target, meta: dict[str, Any]) -> Session:
+        gateway = self.gateway
+        return await self.front.open_session(
+            target.options(
+                Transport.STATELESS,
+                protocol_version=STATELESS_VERSION,
+                client_capabilities=meta[META_CAPABILITIES],
+                # A safety net only: every path closes its session when the request ends.
+                idle_timeout_s=gateway.config.gateway.http_session_idle_s,
+            ),
+            StatelessStreams(log_level=meta.get(META_LOG_LEVEL)),
+        )
 
     def _decorate(self, method: str, result: dict[str, Any], server_info: Any) -> dict[str, Any]:
         result = dict(result)
@@ -384,15 +379,12 @@ class StatelessEndpoint:
         return result
 
     # -- server/discover ----------------------------------------------------------
-    async def _discover(
-        self, project: str, config: Any, supervisor: Any, msg_id: jsonrpc.Id,
-        meta: dict[str, Any], key_hash: str | None,
-    ) -> Response:
-        session = await self._open_session(project, config, supervisor, meta, key_hash)
+    async def _discover(self, target: Target, msg_id: jsonrpc.Id, meta: dict[str, Any]) -> Reply:
+        session = await self._open_session(target, meta)
         try:
             upstream = await session.ready_upstream()
         except UpstreamError as exc:
-            raise StatelessError(503, exc.code, str(exc)) from None
+            raise Refused(503, exc.code, str(exc), reason="unavailable") from None
         finally:
             session.close("server/discover answered")
         init = upstream.init_result
@@ -403,28 +395,27 @@ class StatelessEndpoint:
         if init.get("instructions"):
             result["instructions"] = init["instructions"]
         result = self._decorate("server/discover", result, init.get("serverInfo") or GATEWAY_INFO)
-        return self._json(jsonrpc.result_response(msg_id, result))
+        return JsonReply(jsonrpc.result_response(msg_id, result))
 
     # -- requests, and their MRTR rounds -------------------------------------------
     async def _call(
-        self, project: str, config: Any, supervisor: Any, message: jsonrpc.Message,
-        params: dict[str, Any], meta: dict[str, Any], key_hash: str | None, headers: Any,
-    ) -> Response:
+        self, target: Target, message: jsonrpc.Message, params: dict[str, Any],
+        meta: dict[str, Any], http: HttpRequest,
+    ) -> Reply:
         method = message["method"]
-        target = params.get(NAMED.get(method, ""))
-        binding = binding_of(method, target if isinstance(target, str) else None, key_hash)
+        named = params.get(NAMED.get(method, ""))
+        binding = binding_of(method, named if isinstance(named, str) else None, target.key_hash)
         if "requestState" in params:
-            exchange = self._resume(params, binding, headers)
+            exchange = self._resume(params, binding, http)
         else:
-            session = await self._open_session(project, config, supervisor, meta, key_hash)
+            session = await self._open_session(target, meta)
             if method == "tools/call":
                 with _closed_on_failure(session, "refused"):
                     upstream = await session.ready_upstream()
-                    with trio.move_on_after(config.request_timeout_s):
+                    with trio.move_on_after(target.config.request_timeout_s):
                         await upstream.tools_listed.wait()
-                    _check_param_headers(upstream.tool_headers, params, headers)
-            assert session.streams is not None
-            stream = session.streams.open([message["id"]])
+                    _check_param_headers(upstream.tool_headers, params, http)
+            stream = _outlet(session).open([message["id"]])
             exchange = Exchange(session, stream, method, binding)
             upstream_message = {"jsonrpc": "2.0", "id": message["id"], "method": method}
             forwarded = _upstream_params(params)
@@ -437,9 +428,10 @@ class StatelessEndpoint:
                 raise
             if not accepted:
                 session.close("could not start the request")
-                raise StatelessError(503, jsonrpc.SESSION_BUSY, "the gateway is busy; retry")
+                raise Refused(503, errors.SESSION_BUSY, "the gateway is busy; retry",
+                              reason="busy")
         # A retry may carry another logLevel; the latest request's opt-in applies.
-        exchange.session.log_level = meta.get(META_LOG_LEVEL)
+        _outlet(exchange.session).log_level = meta.get(META_LOG_LEVEL)
         responses = params.get("inputResponses") or {}
         for key, out_id in list(exchange.asked.items()):
             if key in responses:
@@ -449,26 +441,27 @@ class StatelessEndpoint:
                     {"jsonrpc": "2.0", "id": out_id, "result": responses[key]})
         return await self._respond(exchange, message["id"])
 
-    def _resume(self, params: dict[str, Any], binding: str, headers: Any) -> Exchange:
+    def _resume(self, params: dict[str, Any], binding: str, http: HttpRequest) -> Exchange:
         try:
             state = self.signer.verify(params["requestState"])
         except BadRequestState as exc:
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS, str(exc)) from None
+            raise Refused(400, errors.INVALID_PARAMS, str(exc)) from None
         if state.binding != binding:
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS,
+            raise Refused(400, errors.INVALID_PARAMS,
                                  "requestState was issued for another request or key")
         session = self.gateway.registry.get(state.session_id)
-        exchange = session.parked if session is not None else None
-        if exchange is None or session.mrtr_round != state.round:  # type: ignore[union-attr]
-            raise StatelessError(
-                400, jsonrpc.INVALID_PARAMS,
+        outlet = session.outlet if session is not None else None
+        exchange = outlet.parked if isinstance(outlet, StatelessStreams) else None
+        if exchange is None or outlet.mrtr_round != state.round:  # type: ignore[union-attr]
+            raise Refused(
+                400, errors.INVALID_PARAMS,
                 "requestState names a request that is no longer waiting for input "
                 "(answered already, expired, or the gateway restarted); send the request again "
                 "without it")
         if exchange.method == "tools/call":
             upstream = session.server.upstream if session.server is not None else None  # type: ignore[union-attr]
-            _check_param_headers(upstream.tool_headers if upstream else {}, params, headers)
-        session.parked = None  # type: ignore[union-attr]
+            _check_param_headers(upstream.tool_headers if upstream else {}, params, http)
+        outlet.parked = None  # type: ignore[union-attr]
         if exchange.timer is not None:
             exchange.timer.cancel()
         return exchange
@@ -476,12 +469,13 @@ class StatelessEndpoint:
     def _park(self, exchange: Exchange, client_id: jsonrpc.Id) -> jsonrpc.Message:
         """End this round with an ``InputRequiredResult``; the call waits for the retry."""
         session = exchange.session
-        session.mrtr_round += 1
-        session.parked = exchange
+        outlet = _outlet(session)
+        outlet.mrtr_round += 1
+        outlet.parked = exchange
         wait_s = self.gateway.config.gateway.input_wait_s
         exchange.timer = session.close_after(
             wait_s, f"no retry with inputResponses within {wait_s:g} s")
-        token = self.signer.sign(RequestState(session.session_id, session.mrtr_round,
+        token = self.signer.sign(RequestState(session.session_id, outlet.mrtr_round,
                                               exchange.binding))
         result = {
             "resultType": "input_required",
@@ -507,8 +501,8 @@ class StatelessEndpoint:
             )
         if "error" in reply:
             error = dict(reply["error"])
-            if error.get("code") == RESOURCE_NOT_FOUND_OLD and exchange.method == "resources/read":
-                error["code"] = jsonrpc.INVALID_PARAMS  # SEP-2164
+            if error.get("code") == errors.RESOURCE_NOT_FOUND and exchange.method == "resources/read":
+                error["code"] = errors.INVALID_PARAMS  # SEP-2164
             reply["error"] = error
             return reply
         result = reply.get("result")
@@ -527,7 +521,7 @@ class StatelessEndpoint:
         refusal = None
         if capability is None:
             refusal = jsonrpc.error_response(
-                out_id, jsonrpc.METHOD_NOT_FOUND,
+                out_id, errors.METHOD_NOT_FOUND,
                 f"{method!r} cannot be asked of a {STATELESS_VERSION} client")
         elif capability not in (session.client_capabilities or {}):
             exchange.missing[capability] = {}
@@ -561,7 +555,7 @@ class StatelessEndpoint:
                 batch = stream.pending_after(exchange.after)
             except EventsLost as exc:
                 exchange.session.close("events lost")
-                yield jsonrpc.error_response(client_id, jsonrpc.INTERNAL_ERROR, str(exc))
+                yield jsonrpc.error_response(client_id, errors.INTERNAL_ERROR, str(exc))
                 return
             for seq, message in batch:
                 exchange.after = seq
@@ -576,7 +570,7 @@ class StatelessEndpoint:
                     yield message
             if stream.drained(exchange.after):
                 reason = exchange.session.close_reason or "the request ended without an answer"
-                yield jsonrpc.error_response(client_id, jsonrpc.UPSTREAM_UNAVAILABLE, reason)
+                yield jsonrpc.error_response(client_id, errors.UPSTREAM_UNAVAILABLE, reason)
                 return
             if ask_by is not None and exchange.asked and trio.current_time() >= ask_by:
                 yield self._park(exchange, client_id)
@@ -589,7 +583,7 @@ class StatelessEndpoint:
             if idle.cancelled_caught and ask_by is None:
                 yield None
 
-    async def _respond(self, exchange: Exchange, client_id: jsonrpc.Id) -> Response:
+    async def _respond(self, exchange: Exchange, client_id: jsonrpc.Id) -> Reply:
         """JSON when the final message comes first; SSE when notifications precede it."""
         keepalive_s = self.gateway.config.gateway.keepalive_s
         rounds = self._rounds(exchange, client_id, keepalive_s)
@@ -599,7 +593,7 @@ class StatelessEndpoint:
             nonlocal done
             if "id" in message:
                 done = True
-                if exchange.session.parked is None:
+                if _outlet(exchange.session).parked is None:
                     exchange.session.close("request answered")
             return done
 
@@ -614,7 +608,7 @@ class StatelessEndpoint:
         if finished(first):
             await rounds.aclose()
             status = _status_for(first["error"]["code"]) if "error" in first else 200
-            return self._json(first, status)
+            return JsonReply(first, status)
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -631,25 +625,21 @@ class StatelessEndpoint:
                     exchange.session.close("the client went away")
                 await rounds.aclose()
 
-        response = await make_response(body(), 200, dict(sse.STREAM_HEADERS))
-        response.timeout = None
-        return response
+        return StreamReply(body())
 
     # -- subscriptions/listen -----------------------------------------------------
-    async def _listen(
-        self, project: str, config: Any, supervisor: Any, message: jsonrpc.Message,
-        meta: dict[str, Any], key_hash: str | None,
-    ) -> Response:
+    async def _listen(self, target: Target, message: jsonrpc.Message,
+                      meta: dict[str, Any]) -> Reply:
         msg_id = message["id"]
         wanted = message["params"].get("notifications")
         if not isinstance(wanted, dict):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS,
+            raise Refused(400, errors.INVALID_PARAMS,
                                  "params.notifications (the subscription filter) must be an object")
         uris = wanted.get("resourceSubscriptions", [])
         if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
-            raise StatelessError(400, jsonrpc.INVALID_PARAMS,
+            raise Refused(400, errors.INVALID_PARAMS,
                                  "notifications.resourceSubscriptions must be a list of URIs")
-        session = await self._open_session(project, config, supervisor, meta, key_hash)
+        session = await self._open_session(target, meta)
         with _closed_on_failure(session, "listen failed"):
             upstream = await session.ready_upstream()
             capabilities = upstream.init_result.get("capabilities") or {}
@@ -666,15 +656,14 @@ class StatelessEndpoint:
                 for n, uri in enumerate(uris):
                     reply = await upstream.subscribe(
                         session, jsonrpc.request(f"listen-{n}", "resources/subscribe", {"uri": uri}),
-                        config.request_timeout_s)
+                        target.config.request_timeout_s)
                     if "result" in reply:
                         subscribed.append(uri)
                 honored["resourceSubscriptions"] = subscribed
                 if subscribed:
                     methods.add("notifications/resources/updated")
         tag = {META_SUBSCRIPTION: msg_id}
-        assert session.streams is not None
-        stream = session.streams.standalone
+        stream = _outlet(session).standalone
 
         def tagged(note: jsonrpc.Message) -> jsonrpc.Message:
             params = note.get("params")
@@ -717,16 +706,4 @@ class StatelessEndpoint:
             finally:
                 session.close("listen stream closed")
 
-        response = await make_response(body(), 200, dict(sse.STREAM_HEADERS))
-        response.timeout = None
-        return response
-
-    # -- output -------------------------------------------------------------------
-    @staticmethod
-    def _json(message: jsonrpc.Message, status: int = 200) -> Response:
-        return Response(jsonrpc.dumps(message), status=status, content_type="application/json")
-
-    def _error(self, msg_id: jsonrpc.Id | None, exc: StatelessError) -> Response:
-        if exc.status >= 400:
-            self.gateway.metrics.rejected.labels("invalid").inc()
-        return self._json(jsonrpc.error_response(msg_id, exc.code, str(exc), exc.data), exc.status)
+        return StreamReply(body())

@@ -1,0 +1,292 @@
+"""The session front: the steps every transport takes, written once.
+
+Each transport (legacy SSE, Streamable HTTP, stateless 2026-07-28, WebSocket)
+turns its wire format into the same few steps, as Hypercorn's protocol classes
+turn HTTP/1.1, HTTP/2 and HTTP/3 into the same events:
+
+1. **admit** — Origin/Host policy, the project's auth rule, the server lookup
+   (:meth:`Front.check_origin`, :meth:`Front.admit`);
+2. **parse** — the bounded body, JSON, one message or a batch, JSON-RPC shape
+   (:meth:`Front.body`, :func:`parse`);
+3. **open or find a session** — from frozen :class:`~actors.session.SessionOptions`
+   and the transport's outlet, refused while draining; found only by the
+   transport, project, server and key that opened it (:meth:`Front.open_session`,
+   :meth:`Front.find_session`);
+4. **submit** — the messages into the session's inbox (:meth:`Front.submit`);
+5. **pump** — frames back to the client (:meth:`gateway.http.asgi.HttpRequest.stream`,
+   :func:`outbox_frames`);
+6. **refuse** — any step may raise :class:`Refused`; each transport renders it
+   in one place (:meth:`Front.refuse` for HTTP).
+
+Error handling: every refusal is a :class:`Refused` carrying the HTTP status,
+the JSON-RPC code (``upstream/errors.py``), the message, extra headers and the
+metric reason; nothing matches on message text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+
+from actors import Outbox, Outlet, Session, SessionOptions, Transport
+from actors.supervisor import ServerSupervisor
+from config import ServerConfig
+from upstream import errors, jsonrpc
+from upstream.errors import GatewayError
+
+from ..core import Gateway
+from ..http import sse
+from ..http.asgi import BodyTooLarge, Headers, HttpRequest, header_list
+from ..http.auth import check_project_access, key_fingerprint
+from ..http.origin import OriginPolicy, check_request, cors_headers
+
+log = logging.getLogger(__name__)
+
+
+class Refused(GatewayError):
+    """A request the gateway answers itself, with an error, instead of serving it.
+
+    ``reason`` labels ``mcp_orch_rejected_requests``; ``msg_id`` is the id of
+    the request refused, when there is one to echo.
+    """
+
+    def __init__(
+        self, status: int, code: int, message: str, *, headers: Headers | None = None,
+        data: Any = None, reason: str = "invalid", msg_id: jsonrpc.Id | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, data=data)
+        self.headers: Headers = headers or []
+        self.reason = reason
+        self.msg_id = msg_id
+
+    def body(self) -> bytes:
+        """The JSON-RPC error response carrying this refusal."""
+        return jsonrpc.dumps(jsonrpc.error_response(self.msg_id, self.code, self.message,
+                                                    self.data))
+
+
+def not_found(message: str) -> Refused:
+    return Refused(404, errors.NOT_FOUND, message, reason="session")
+
+
+def draining() -> Refused:
+    return Refused(503, errors.SHUTTING_DOWN, "the gateway is shutting down",
+                   headers=[(b"retry-after", b"5")], reason="draining")
+
+
+@attrs.frozen
+class JsonReply:
+    """An answer that is one JSON-RPC message in a JSON body."""
+
+    message: jsonrpc.Message
+    status: int = 200
+    headers: Headers = attrs.field(factory=list)
+
+
+@attrs.frozen
+class StreamReply:
+    """An answer that is an SSE stream of ``frames``."""
+
+    frames: AsyncIterator[bytes]
+    headers: Headers = attrs.field(factory=list)
+
+
+Reply = JsonReply | StreamReply
+_STREAM_HEADERS = header_list(sse.STREAM_HEADERS)
+
+
+async def send_reply(http: HttpRequest, reply: Reply) -> None:
+    """Send a :data:`Reply` over HTTP (a stream until it ends or the client leaves)."""
+    if isinstance(reply, JsonReply):
+        await http.reply(reply.status, jsonrpc.dumps(reply.message), reply.headers)
+    else:
+        await http.stream(reply.frames, [*_STREAM_HEADERS, *reply.headers])
+
+
+@attrs.frozen
+class Target:
+    """An admitted request's server: its project, config, shared supervisor (``None``
+    for ``isolation = "session"``) and the hash of the key that was checked."""
+
+    project: str
+    config: ServerConfig
+    supervisor: ServerSupervisor | None
+    key_hash: str | None
+
+    def options(self, transport: Transport, **more: Any) -> SessionOptions:
+        """The options of a new session for this target."""
+        return SessionOptions(self.project, self.config, self.supervisor, transport,
+                              key_hash=self.key_hash, **more)
+
+
+@attrs.frozen
+class Parsed:
+    """A parsed, validated body: one message, or a batch of them."""
+
+    messages: tuple[jsonrpc.Message, ...]
+    kinds: tuple[jsonrpc.Kind, ...]
+    batch: bool
+
+    @property
+    def requests(self) -> list[jsonrpc.Message]:
+        return [m for m, k in zip(self.messages, self.kinds, strict=True) if k == "request"]
+
+    def has_request(self, method: str) -> bool:
+        return any(m["method"] == method for m in self.requests)
+
+    @property
+    def single(self) -> jsonrpc.Message:
+        return self.messages[0]
+
+
+def parse_json(body: bytes | str) -> Any:
+    """JSON text, or :class:`Refused` ``400`` / ``-32700``."""
+    try:
+        return jsonrpc.loads(body)
+    except jsonrpc.InvalidMessage as exc:
+        raise Refused(400, errors.PARSE_ERROR, f"parse error: {exc}") from None
+
+
+def validate(parsed: Any) -> Parsed:
+    """Classify parsed JSON as one message or a batch; :class:`Refused` ``400`` /
+    ``-32600`` naming the defect (an empty batch, a malformed message)."""
+    batch = isinstance(parsed, list)
+    messages = tuple(parsed) if batch else (parsed,)
+    if not messages:
+        raise Refused(400, errors.INVALID_REQUEST, "empty batch")
+    try:
+        kinds = tuple(jsonrpc.classify(m) for m in messages)
+    except jsonrpc.InvalidMessage as exc:
+        raise Refused(400, errors.INVALID_REQUEST, f"invalid JSON-RPC message: {exc}") from None
+    return Parsed(messages, kinds, batch)
+
+
+def parse(body: bytes | str) -> Parsed:
+    """:func:`parse_json` then :func:`validate`."""
+    return validate(parse_json(body))
+
+
+async def outbox_frames(
+    gateway: Gateway, outbox: Outbox, first: bytes, label: str
+) -> AsyncIterator[bytes]:
+    """SSE frames of a single-reader outbox: ``first``, then every message as
+    ``event: message`` and a keep-alive comment whenever the heartbeat asks."""
+    frames = gateway.metrics.stream_frames.labels(label)
+    sent_bytes = gateway.metrics.stream_bytes.labels(label)
+    yield first
+    with gateway.heartbeat.watch(outbox.nudge) as beat:
+        async for message in outbox.recv:
+            if message is None:  # the heartbeat's nudge
+                frame = sse.KEEPALIVE
+            else:
+                frame = sse.event(jsonrpc.dumps(message), name="message")
+                frames.inc()
+                sent_bytes.inc(len(frame))
+            yield frame
+            beat.sent()
+
+
+@attrs.define(eq=False)
+class Front:
+    """The shared steps, bound to one gateway and its Origin policy."""
+
+    gateway: Gateway
+    policy: OriginPolicy
+
+    # -- admit ------------------------------------------------------------------
+    def check_origin(self, http: HttpRequest) -> None:
+        """Origin/Host policy; on success every answer to ``http`` carries CORS headers."""
+        origin = http.header("origin")
+        refusal = check_request(self.policy, http.header("host"), origin)
+        if refusal is not None:
+            raise Refused(refusal.status, errors.INVALID_REQUEST, refusal.message,
+                          reason=refusal.reason)
+        if origin is not None:
+            http.extra = header_list(cors_headers(origin))
+
+    async def admit(
+        self, http: HttpRequest, project: str, server: str, *,
+        authorization: str | None = None,
+    ) -> Target:
+        """Origin, auth and server lookup for a request to ``project``/``server``.
+
+        ``authorization`` overrides the ``Authorization`` header (a WebSocket
+        client offers its key as a subprotocol).
+        """
+        self.check_origin(http)
+        if authorization is None:
+            authorization = http.header("authorization")
+        denied = await check_project_access(self.gateway, project, authorization)
+        if denied is not None:
+            raise Refused(denied.status,
+                          errors.UNAUTHORIZED if denied.status == 401 else errors.NOT_FOUND,
+                          denied.message, headers=header_list(denied.headers), reason="auth")
+        found = self.gateway.server(project, server)
+        if found is None:
+            raise Refused(404, errors.NOT_FOUND, f"no server {server!r} in project {project!r}",
+                          reason="route")
+        config, supervisor = found
+        settings = self.gateway.project(project)
+        keyed = settings is not None and settings.auth != "none"
+        return Target(project, config, supervisor,
+                      key_fingerprint(authorization) if keyed else None)
+
+    # -- parse ------------------------------------------------------------------
+    async def body(self, http: HttpRequest) -> bytes:
+        """The request body, at most ``max_body_bytes`` (else ``413``).
+
+        Error handling: :class:`~gateway.http.asgi.ClientGone` passes through.
+        """
+        try:
+            return await http.read_body(self.gateway.config.gateway.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise Refused(413, errors.INVALID_REQUEST, str(exc), reason="size") from None
+
+    # -- sessions -----------------------------------------------------------------
+    async def open_session(self, options: SessionOptions, outlet: Outlet) -> Session:
+        """A new running session; ``503`` while the gateway drains."""
+        if self.gateway.draining:
+            raise draining()
+        return await self.gateway.registry.open(options, outlet)
+
+    def find_session(self, session_id: str, target: Target, transport: Transport) -> Session:
+        """The live session ``session_id`` of this transport, server and key; anything
+        else is ``404``, as for a session that never existed."""
+        session = self.gateway.registry.get(session_id) if session_id else None
+        if (
+            session is None
+            or session.transport is not transport
+            or session.project != target.project
+            or session.config.name != target.config.name
+            or session.key_hash != target.key_hash
+        ):
+            hint = ("open a new SSE stream" if transport is Transport.LEGACY_SSE
+                    else "initialize again")
+            raise not_found(f"unknown or ended session; {hint}")
+        return session
+
+    async def submit(
+        self, session: Session, messages: tuple[jsonrpc.Message, ...] | list[jsonrpc.Message],
+        *, hint: str,
+    ) -> None:
+        """Queue client messages on the session, in order.
+
+        Error handling: ``404`` when the session ended meanwhile (``hint`` says
+        what the client should do), ``503`` with ``Retry-After`` when its inbox
+        stays full.
+        """
+        for message in messages:
+            if not await session.submit(message):
+                if session.closing:
+                    raise not_found(f"the session ended; {hint}")
+                raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
+                              headers=[(b"retry-after", b"1")], reason="busy")
+
+    # -- refuse -------------------------------------------------------------------
+    async def refuse(self, http: HttpRequest, exc: Refused) -> None:
+        """Answer ``http`` with ``exc`` as an HTTP error whose body is a JSON-RPC error."""
+        self.gateway.metrics.rejected.labels(exc.reason).inc()
+        await http.reply(exc.status, exc.body(), exc.headers)
