@@ -19,6 +19,9 @@ remapped, answers routed back.
   :meth:`WebSocketLink.receive` returns ``None`` and
   :meth:`WebSocketLink.end_reason` gives the close code and reason; the
   supervisor then reconnects with backoff as for a crashed process.
+* A connection that dies silently (a half-open TCP connection, a proxy
+  that stopped forwarding) is found by a ping every ``ping_interval_s``:
+  no pong within ``ping_timeout_s`` ends the link like a close.
 * Bounded: messages above ``max_message_size`` make trio-websocket close the
   connection (code 1009) — the link ends rather than buffering without
   limit; received messages wait in a bounded inbox, so a slow gateway side
@@ -50,6 +53,10 @@ ERRORS_KEPT = 200
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: How long the closing handshake may take when the link is closed.
 CLOSE_TIMEOUT_S = 2.0
+#: Keep-alive: a ping this often, and how long its pong may take (as the
+#: ``websockets`` library's defaults).
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
 _SHOWN_CHARS = 120
 
 
@@ -79,6 +86,8 @@ class WebSocketLink:
     errors: collections.deque[str]
     #: Messages of a frame that held a JSON array, not yet returned.
     _pending: collections.deque[jsonrpc.Message] = attrs.field(factory=collections.deque)
+    ping_interval_s: float = PING_INTERVAL_S
+    ping_timeout_s: float = PING_TIMEOUT_S
     _end_reason: str = ""
 
     pid = None
@@ -125,7 +134,31 @@ class WebSocketLink:
         return self._pending.popleft()
 
     async def background(self, logger: logging.Logger) -> None:
-        """Nothing to do: :meth:`receive` reads the frames."""
+        """Ping the server every ``ping_interval_s``; a missing pong ends the link.
+
+        Without this a connection that died without a FIN or RST would keep
+        the link "running" forever while every request times out.
+        """
+        if self.ping_interval_s <= 0:
+            return
+        while True:
+            await trio.sleep(self.ping_interval_s)
+            with trio.move_on_after(self.ping_timeout_s) as waiting:
+                try:
+                    await self.connection.ping()
+                except trio_websocket.ConnectionClosed:
+                    return  # receive() ends the link and says why
+            if waiting.cancelled_caught:
+                if not self._end_reason:
+                    self._end_reason = (f"lost the WebSocket to {self.url}: no pong within "
+                                        f"{self.ping_timeout_s:g} s")
+                    self._note(self._end_reason)
+                # The peer is gone: no closing handshake. A cancelled aclose()
+                # still closes the TCP stream, which wakes receive() with None.
+                with trio.CancelScope() as abort:
+                    abort.cancel()
+                    await self.connection.aclose()
+                return
 
     def _parse(self, frame: str | bytes) -> list[jsonrpc.Message]:
         if isinstance(frame, bytes):
@@ -159,11 +192,14 @@ async def open_websocket_link(
     errors: collections.deque[str] | None = None,
     max_message_size: int = MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
+    ping_interval_s: float = PING_INTERVAL_S,
+    ping_timeout_s: float = PING_TIMEOUT_S,
 ) -> AsyncIterator[WebSocketLink]:
     """Connect to ``url`` (``ws://`` or ``wss://``) with subprotocol ``mcp``; yield the link.
 
     ``headers`` go on the opening handshake; ``timeout_s`` bounds the
-    connect and handshake.
+    connect and handshake; ``ping_interval_s`` (0: never) and
+    ``ping_timeout_s`` drive the keep-alive in :meth:`WebSocketLink.background`.
 
     Resource handling: the connection and trio-websocket's reader task
     belong to this block. On any exit — normal, error or cancellation — the
@@ -187,7 +223,8 @@ async def open_websocket_link(
         ) as connection:
             opened = True
             try:
-                yield WebSocketLink(url, connection, ring)
+                yield WebSocketLink(url, connection, ring, ping_interval_s=ping_interval_s,
+                                    ping_timeout_s=ping_timeout_s)
             finally:
                 # Close here, shielded and bounded, so a cancelled gateway still
                 # says goodbye; trio-websocket's own close then has nothing to do.

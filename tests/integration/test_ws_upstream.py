@@ -9,7 +9,9 @@ crossed the wire. Clients reach it through the gateway's legacy SSE endpoint.
 from __future__ import annotations
 
 import collections
+import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +277,36 @@ def test_the_cli_adds_a_websocket_server(
                  "--transport", "sse", "--config", config]) == 2
     assert ("command line: projects.ops.servers.x.transport: expected 'websocket' for a "
             "ws:// or wss:// url") in capsys.readouterr().err
+
+
+async def test_a_silently_dead_connection_is_found_by_ping(nursery: trio.Nursery) -> None:
+    server = await ws_server(nursery)
+    frozen = trio.Event()
+
+    async def relay(stream: trio.SocketStream) -> None:
+        async with stream, await trio.open_tcp_stream("127.0.0.1", server.port) as target:
+            async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+                async for chunk in source:
+                    if frozen.is_set():
+                        await trio.sleep_forever()  # swallow: a path that died without RST
+                    await sink.send_all(chunk)
+
+            async with trio.open_nursery() as pipes:
+                pipes.start_soon(pipe, stream, target)
+                pipes.start_soon(pipe, target, stream)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, host="127.0.0.1"), relay, 0)
+    port = listeners[0].socket.getsockname()[1]
+    async with open_websocket_link(f"ws://127.0.0.1:{port}/", {}, ping_interval_s=0.1,
+                                   ping_timeout_s=0.3) as link, trio.open_nursery() as inner:
+        inner.start_soon(link.background, logging.getLogger("test"))
+        await link.send({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        with trio.fail_after(5):
+            assert (await link.receive())["result"]["tools"] == [ECHO]
+        await trio.sleep(0.5)  # pings answered meanwhile: the link stays up
+        assert not link.end_reason().startswith("lost")
+        frozen.set()
+        with trio.fail_after(5):
+            assert await link.receive() is None
+        assert "no pong within 0.3 s" in link.end_reason()
+        assert any("no pong" in line for line in link.stderr_tail)
