@@ -12,6 +12,11 @@ Tools: ``echo``, ``add``, ``sleep`` (reports progress, honours
 ``DEMO_SERVER_STARTUP_DELAY_S`` delays it before it reads stdin, and
 ``DEMO_SERVER_IGNORE_EOF`` keeps it alive after stdin closes (an upstream
 that only a signal stops).
+
+For tests that check what an upstream actually received, ``MCP_ORCH_RECORD=<file>``
+appends every JSON-RPC message read from stdin to that file, one JSON line
+each, written (unbuffered, one ``write`` per line) as soon as it is read.
+Without the variable nothing is recorded and nothing else changes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SERVER_INFO = {"name": "mcp-orch-demo", "version": "0.1.0"}
@@ -81,10 +86,24 @@ class InvalidParams(Exception):
     pass
 
 
+RECORD_ENV = "MCP_ORCH_RECORD"
+
+
+def _open_recording() -> BinaryIO | None:
+    """The file named by ``MCP_ORCH_RECORD`` opened for unbuffered appends, or ``None``.
+
+    Unbuffered, so each message is one ``write`` of a whole line: a test
+    polling the file from another process never waits for a flush.
+    """
+    path = os.environ.get(RECORD_ENV)
+    return open(path, "ab", buffering=0) if path else None
+
+
 class Server:
     """The demo server's state: the output lock and the set of cancelled requests."""
 
     def __init__(self) -> None:
+        self.recording = _open_recording()
         self.out_lock = threading.Lock()
         self.cancelled: set[Any] = set()
         self.cancel_lock = threading.Lock()
@@ -277,6 +296,8 @@ class Server:
             except ValueError as exc:
                 self.answer_error(None, -32700, f"parse error: {exc}")
                 continue
+            if self.recording is not None:
+                self.recording.write(line + b"\n")
             if not isinstance(message, dict):
                 self.answer_error(None, -32600, "expected a JSON object")
                 continue

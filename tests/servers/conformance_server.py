@@ -9,6 +9,9 @@ survives the trip — including server→client requests (sampling, elicitation)
 progress, logging and subscriptions.
 
 Run as ``python -m tests.servers.conformance_server`` from the repository root.
+Like the demo server (whose stdio loop it reuses), it records every JSON-RPC
+message it reads into the file named by ``MCP_ORCH_RECORD``, when that is set,
+so a test can assert what the upstream received (``tests.support.Recording``).
 """
 
 from __future__ import annotations
