@@ -15,52 +15,27 @@ import httpx
 import trio
 
 from tests.conftest import StartGateway
-from tests.integration.test_streamable import sse_messages
-from tests.support import DEMO_SERVER, REPO, RunningGateway
-
-VERSION = "2026-07-28"
-ACCEPT = "application/json, text/event-stream"
-ALL_CAPS = {"sampling": {}, "elicitation": {}, "roots": {}}
-
-CONFORMANCE = {"command": "python", "args": ["-m", "tests.servers.conformance_server"],
-               "cwd": str(REPO)}
+from tests.support import CONFORMANCE_SERVER, DEMO_SERVER, RunningGateway, SseReader, sse_messages
+from tests.support import stateless as wire
+from tests.support.stateless import VERSION, request
+from tests.support.streamable import ACCEPT
 
 
 def projects() -> dict[str, Any]:
-    return {"p": {"servers": {"conf": CONFORMANCE, "demo": DEMO_SERVER}}}
+    return {"p": {"servers": {"conf": CONFORMANCE_SERVER, "demo": DEMO_SERVER}}}
 
 
 def url(gw: RunningGateway, server: str = "conf") -> str:
-    return f"{gw.url}/projects/p/servers/{server}/mcp"
-
-
-def meta(caps: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"io.modelcontextprotocol/protocolVersion": VERSION,
-            "io.modelcontextprotocol/clientCapabilities": ALL_CAPS if caps is None else caps,
-            "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "0"}, **extra}
-
-
-def request(msg_id: Any, method: str, params: dict[str, Any] | None = None, *,
-            caps: dict[str, Any] | None = None, **meta_extra: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": msg_id, "method": method,
-            "params": {**(params or {}), "_meta": meta(caps, **meta_extra)}}
+    return gw.mcp_url("p", server)
 
 
 def headers_for(gw: RunningGateway, message: dict[str, Any], **override: str) -> dict[str, str]:
-    h = {**gw.auth("p"), "Accept": ACCEPT, "Content-Type": "application/json",
-         "MCP-Protocol-Version": VERSION, "Mcp-Method": message["method"]}
-    params = message.get("params") or {}
-    target = params.get("uri") if message["method"] == "resources/read" else params.get("name")
-    if isinstance(target, str):
-        h["Mcp-Name"] = target
-    h.update(override)
-    return h
+    return wire.headers_for(gw.auth("p"), message, **override)
 
 
 async def post(http: httpx.AsyncClient, gw: RunningGateway, message: dict[str, Any],
                server: str = "conf", **override: str) -> httpx.Response:
-    return await http.post(url(gw, server), headers=headers_for(gw, message, **override),
-                           content=json.dumps(message))
+    return await wire.post(http, url(gw, server), gw.auth("p"), message, **override)
 
 
 def stateless_sessions(gw: RunningGateway) -> list[Any]:
@@ -290,35 +265,6 @@ async def test_log_messages_only_with_a_log_level(start_gateway: StartGateway) -
     await settle(gw)
 
 
-async def test_a_dropped_request_is_cancelled_upstream(start_gateway: StartGateway) -> None:
-    gw = await start_gateway(projects())
-    call = request(1, "tools/call", {"name": "sleep", "arguments": {"seconds": 30}})
-    async with httpx.AsyncClient(timeout=30) as http:
-        with trio.move_on_after(1.0):
-            await post(http, gw, call, server="demo")
-    await settle(gw, "demo")
-
-
-class EventReader:
-    """Parsed SSE ``data`` of a streaming response, read as far as a test needs."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.chunks = response.aiter_text()
-        self.buffer = ""
-        self.events: list[dict[str, Any]] = []
-
-    async def until(self, count: int) -> list[dict[str, Any]]:
-        with trio.fail_after(10):
-            while len(self.events) < count:
-                while "\n\n" not in self.buffer:
-                    self.buffer += await self.chunks.__anext__()
-                block, self.buffer = self.buffer.split("\n\n", 1)
-                data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
-                if data:
-                    self.events.append(json.loads("\n".join(data)))
-        return self.events
-
-
 async def test_subscriptions_listen_delivers_what_was_asked_for(
     start_gateway: StartGateway,
 ) -> None:
@@ -328,11 +274,9 @@ async def test_subscriptions_listen_delivers_what_was_asked_for(
                                {"notifications": {"toolsListChanged": True}})
         listen_prompts = request("L2", "subscriptions/listen",
                                  {"notifications": {"promptsListChanged": True}})
-        async with http.stream("POST", url(gw), headers=headers_for(gw, listen_tools),
-                               content=json.dumps(listen_tools)) as s1, \
-                http.stream("POST", url(gw), headers=headers_for(gw, listen_prompts),
-                            content=json.dumps(listen_prompts)) as s2:
-            tools_only, prompts_only = EventReader(s1), EventReader(s2)
+        async with wire.stream(http, url(gw), gw.auth("p"), listen_tools) as s1, \
+                wire.stream(http, url(gw), gw.auth("p"), listen_prompts) as s2:
+            tools_only, prompts_only = SseReader(s1), SseReader(s2)
             ack = (await tools_only.until(1))[0]
             await prompts_only.until(1)
             assert ack["method"] == "notifications/subscriptions/acknowledged"
@@ -355,9 +299,8 @@ async def test_subscriptions_listen_delivers_what_was_asked_for(
         uri = "demo://greeting"
         listen = request("L3", "subscriptions/listen",
                          {"notifications": {"resourceSubscriptions": [uri]}})
-        async with http.stream("POST", url(gw, "demo"), headers=headers_for(gw, listen),
-                               content=json.dumps(listen)) as s3:
-            got = EventReader(s3)
+        async with wire.stream(http, url(gw, "demo"), gw.auth("p"), listen) as s3:
+            got = SseReader(s3)
             assert (await got.until(1))[0]["params"]["notifications"] == {
                 "resourceSubscriptions": [uri]}
             touch = request(11, "tools/call", {"name": "touch", "arguments": {"uri": uri}})
@@ -413,12 +356,8 @@ async def test_an_idle_listen_stream_gets_keepalive_comments(start_gateway: Star
     gw = await start_gateway(projects(), keepalive_s=0.2)
     listen = request("L1", "subscriptions/listen", {"notifications": {"toolsListChanged": True}})
     async with httpx.AsyncClient(timeout=30) as http:
-        async with http.stream("POST", url(gw), headers=headers_for(gw, listen),
-                               content=json.dumps(listen)) as s:
+        async with wire.stream(http, url(gw), gw.auth("p"), listen) as s:
             assert s.status_code == 200
-            pings = 0
-            with trio.move_on_after(1.0):
-                async for line in s.aiter_lines():
-                    pings += line == ": ping"
+            pings = sum(c.line == ": ping" for c in await SseReader(s).comments(1.0))
             assert pings >= 2
     await settle(gw)

@@ -3,62 +3,40 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import trio
 
 from tests.conftest import StartGateway
-from tests.support import RunningGateway
-
-ACCEPT = "application/json, text/event-stream"
+from tests.support import (
+    RunningGateway,
+    SseComment,
+    StreamableClient,
+    aiter_sse,
+    rpc,
+    sse_messages,
+    streamable,
+)
 
 
 def mcp_url(gw: RunningGateway) -> str:
-    return f"{gw.url}/projects/demo/servers/demo/mcp"
+    return gw.mcp_url()
 
 
 def headers(gw: RunningGateway, session: str | None = None, version: str | None = None,
             **extra: str) -> dict[str, str]:
-    h = {**gw.auth(), "Accept": ACCEPT, "Content-Type": "application/json", **extra}
-    if session:
-        h["Mcp-Session-Id"] = session
-    if version:
-        h["MCP-Protocol-Version"] = version
-    return h
-
-
-def rpc(msg_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
-    if params is not None:
-        message["params"] = params
-    return message
-
-
-def sse_messages(text: str) -> list[tuple[str | None, dict[str, Any] | None]]:
-    """(event id, parsed data or None for an empty data field) for each event."""
-    out = []
-    for block in text.split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
-        if not lines:
-            continue
-        event_id = next((line[4:] for line in lines if line.startswith("id: ")), None)
-        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
-        out.append((event_id, json.loads(data) if data.strip() else None))
-    return out
+    return streamable.headers(gw.auth(), session, version, **extra)
 
 
 async def initialize(http: httpx.AsyncClient, gw: RunningGateway, version: str) -> str:
-    r = await http.post(mcp_url(gw), headers=headers(gw), json=rpc(0, "initialize", {
-        "protocolVersion": version, "capabilities": {},
-        "clientInfo": {"name": "tests", "version": "0"}}))
+    client = StreamableClient(http, mcp_url(gw), gw.auth())
+    r = await client.initialize(version)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert r.json()["result"]["protocolVersion"] == version
     session = r.headers["mcp-session-id"]
     assert session.isascii() and session.isprintable()
-    r = await http.post(mcp_url(gw), headers=headers(gw, session, version),
-                        json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    r = await client.initialized()
     assert r.status_code == 202 and r.content == b""
     return session
 
@@ -281,8 +259,8 @@ async def test_idle_streams_get_keepalive_comments(start_gateway: StartGateway) 
             assert g.status_code == 200
             seen: list[float] = []
             with trio.move_on_after(1.0):
-                async for line in g.aiter_lines():
-                    if line == ": ping":
+                async for item in aiter_sse(g):
+                    if isinstance(item, SseComment) and item.line == ": ping":
                         seen.append(trio.current_time())
             # About one comment per 0.2 s of silence (loose: the machine may be busy).
             assert len(seen) >= 2, seen
