@@ -10,8 +10,19 @@ The machine is shared and noisy, so latency scenarios run several times and
 report medians, and every comparison is a ratio of figures measured in this
 same run.
 
-    python -m bench.run            # the full run (a few minutes)
+Every figure's absolute value moves with the machine (a load generator that
+reaches 11,600 calls/s on one and 36,650 on another makes every target look
+3x slower on the first), so each table and result file also says what the
+machine could do in that run: cores, Python, the load generator's ceiling
+against a trivial endpoint. ``python -m bench.spread`` shows the spread of the
+same-run ratios over the result files in ``bench/results/``.
+
+The run is a plan of steps (:func:`plan`), each with the seconds its
+configuration implies; ``bench/progress.py`` shows them on stderr as they go.
+
+    python -m bench.run            # the full run (ten minutes or so)
     python -m bench.run --smoke    # seconds: proves the harness works (CI)
+    python -m bench.run --quiet    # no progress display on stderr
 """
 
 from __future__ import annotations
@@ -28,9 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+import attrs
+
+from .progress import Step, open_progress
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / ".venv-baseline" / "bin" / "mcp-proxy"
@@ -47,15 +62,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
+class TargetStartError(RuntimeError):
+    """A target (gateway, baseline, trivial endpoint) did not start listening."""
+
+
+def wait_port(port: int, timeout: float = 30, proc: subprocess.Popen[bytes] | None = None,
+              log: Path | None = None) -> None:
+    """Wait until ``port`` accepts; fail at once (with the log's tail) if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+                raise TargetStartError(
+                    f"{' '.join(map(str, proc.args[:4]))} exited ({proc.returncode}) before "
+                    f"listening on {port}:\n{tail}") from None
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+    raise TargetStartError(f"nothing listening on {port} after {timeout:g} s")
 
 
 def proc_stat(pid: int) -> tuple[float, int]:
@@ -107,13 +133,15 @@ def gateway(tmp: Path):  # noqa: ANN201
         [sys.executable, "-m", "gateway", "keys", "create", "--project", "bench",
          "--config", str(config)], capture_output=True, text=True, check=True, cwd=REPO,
     ).stdout.strip().splitlines()[-1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config),
-         "--log-level", "warning"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log = tmp / "gateway.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+             "--log-level", "warning"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     try:
-        wait_port(port)
+        wait_port(port, proc=proc, log=log)
         time.sleep(0.5)
         yield {"port": port, "pid": proc.pid, "key": key}
     finally:
@@ -125,7 +153,7 @@ def trivial():  # noqa: ANN201
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.trivial_server", str(port)], cwd=REPO)
     try:
-        wait_port(port)
+        wait_port(port, proc=proc)
         yield {"port": port, "pid": proc.pid}
     finally:
         proc.kill()
@@ -133,15 +161,17 @@ def trivial():  # noqa: ANN201
 
 
 @contextmanager
-def proxy():  # noqa: ANN201
+def proxy(tmp: Path):  # noqa: ANN201
     port = free_port()
-    proc = subprocess.Popen(
-        [str(BASELINE), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
-         "--", *ECHO],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log = tmp / "mcp-proxy.log"
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(BASELINE), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
+             "--", *ECHO],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+        )
     try:
-        wait_port(port)
+        wait_port(port, proc=proc, log=log)
         time.sleep(0.5)
         yield {"port": port, "pid": proc.pid}
     finally:
@@ -193,13 +223,43 @@ def idle_run(target: JSON, pid: int, sessions: int, idle_s: float, settle_s: flo
 
 
 def machine() -> JSON:
+    """What this machine is: cores (all, and those this process may run on), CPU, Python."""
     cpu = "unknown"
     try:
         cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
     except (OSError, AttributeError):
         pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform()}
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpus": os.cpu_count(), "affinity": affinity, "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def ceiling(throughput: JSON) -> JSON | None:
+    """The load generator's best rate against the trivial endpoint, and at how many sessions."""
+    levels = throughput.get("ceiling") or {}
+    if not levels:
+        return None
+    level = max(levels, key=lambda k: levels[k]["calls_per_s"])
+    return {"calls_per_s": levels[level]["calls_per_s"], "sessions": int(level)}
+
+
+def context_line(r: JSON) -> str:
+    """One line: what the machine could do in run ``r`` (old result files lack some fields)."""
+    m = r.get("machine", {})
+    cores = f"{m.get('cpus', '?')} cores"
+    if m.get("affinity") is not None and m.get("affinity") != m.get("cpus"):
+        cores += f" ({m['affinity']} usable)"
+    elif m.get("affinity") is not None:
+        cores += " (all usable)"
+    parts = [cores, f"Python {m.get('python', '?')}"]
+    if m.get("loadavg_start"):
+        parts.append(f"load average {m['loadavg_start'][0]} at the start")
+    top = m.get("loadgen_ceiling") or ceiling(r.get("throughput", {}))
+    if top:
+        parts.append(f"load generator ceiling {top['calls_per_s']:,.0f} calls/s "
+                     f"(trivial endpoint, {top['sessions']} sessions)")
+    return "this run's machine: " + ", ".join(parts)
 
 
 def versions() -> JSON:
@@ -214,90 +274,210 @@ def versions() -> JSON:
     return out
 
 
-def run(smoke: bool, out_dir: Path) -> JSON:
-    reps = 1 if smoke else 3
-    seq_n = 30 if smoke else 2000
-    levels = [1, 8] if smoke else [1, 8, 32, 128]
-    seconds = 0.5 if smoke else 5.0
-    idle_counts = [50] if smoke else [1000, 10000]
-    # Steady state: one keep-alive interval to settle, one to measure (see idle_run).
-    idle_s, settle_s = (1.0, 0.5) if smoke else (KEEPALIVE_S, KEEPALIVE_S + 1.0)
-    connect_n = 10 if smoke else 100
+#: Nominal costs the plan's estimates are built from, in seconds (about what the
+#: 2-core machine of the README's run takes; the progress display scales them
+#: by the pace it sees, see bench/progress.py).
+LOADGEN_START_S = 0.5     # a load-generator process: interpreter, trio, first connect
+CALL_S = 0.001            # one sequential call through a gateway
+DIRECT_CALL_S = 0.0002    # one call to the stdio server itself
+SESSION_S = 0.002         # opening one session before a throughput window
+IDLE_SESSION_S = 0.0015   # opening one idle SSE session
+CONNECT_CLIENT_S = 0.025  # one of N clients arriving at once, until initialized
+RECOVERY_S = 1.0          # kill -9 to the first successful call (one restart backoff)
+START_S = 5.0             # starting mcp-orch (and its key), mcp-proxy, the trivial endpoint
+
+#: The targets in the order every scenario visits them.
+TARGETS = ("direct", "orch-sse", "orch-http", "proxy-sse", "proxy-http", "ceiling")
+
+
+@attrs.frozen
+class Settings:
+    """How big each scenario is: the full run, or the seconds-long smoke run."""
+
+    smoke: bool
+    reps: int
+    seq_n: int
+    levels: tuple[int, ...]
+    seconds: float
+    idle_counts: tuple[int, ...]
+    idle_s: float
+    settle_s: float
+    connect_n: int
+    recovery_s: float
+
+    @classmethod
+    def of(cls, smoke: bool) -> Settings:
+        if smoke:
+            return cls(smoke=True, reps=1, seq_n=30, levels=(1, 8), seconds=0.5,
+                       idle_counts=(50,), idle_s=1.0, settle_s=0.5, connect_n=10, recovery_s=3)
+        # Idle steady state: one keep-alive interval to settle, one to measure (see idle_run).
+        return cls(smoke=False, reps=3, seq_n=2000, levels=(1, 8, 32, 128), seconds=5.0,
+                   idle_counts=(1000, 10000), idle_s=KEEPALIVE_S, settle_s=KEEPALIVE_S + 1.0,
+                   connect_n=100, recovery_s=10)
+
+
+@attrs.frozen
+class Measurement:
+    """One step of the plan: a scenario against a target, with its parameters."""
+
+    scenario: str  # start | sequential | throughput | idle | connect | recovery
+    target: str
+    rep: int = 1
+    reps: int = 1
+    n: int = 0
+    sessions: int = 0
+    seconds: float = 0.0
+    settle_s: float = 0.0
+
+    def detail(self) -> str:
+        run = f", run {self.rep} of {self.reps}" if self.reps > 1 else ""
+        if self.scenario == "start":
+            return "(mcp-orch, mcp-proxy, trivial endpoint)"
+        if self.scenario == "sequential":
+            return f"{self.n} calls{run}"
+        if self.scenario == "throughput":
+            return f"{_count(self.sessions, 'session')} for {self.seconds:g} s{run}"
+        if self.scenario == "idle":
+            return f"{_count(self.sessions, 'session')} held {self.settle_s + self.seconds:g} s"
+        if self.scenario == "connect":
+            return f"{self.n} clients at once"
+        return "kill -9 of the upstream"
+
+    def step(self) -> Step:
+        return Step(self.scenario, self.target, self.detail(), planned_s(self))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def planned_s(m: Measurement) -> float:
+    """The seconds a step's configuration implies (durations as set, counts × nominal costs)."""
+    if m.scenario == "start":
+        return START_S
+    if m.scenario == "sequential":
+        per_call = DIRECT_CALL_S if m.target == "direct" else CALL_S
+        return LOADGEN_START_S + (m.n + min(50, m.n)) * per_call
+    if m.scenario == "throughput":
+        return LOADGEN_START_S + m.sessions * SESSION_S + m.seconds
+    if m.scenario == "idle":
+        return LOADGEN_START_S + m.sessions * IDLE_SESSION_S + m.settle_s + m.seconds
+    if m.scenario == "connect":
+        return LOADGEN_START_S + m.n * CONNECT_CLIENT_S
+    return LOADGEN_START_S + min(RECOVERY_S, m.seconds)
+
+
+def plan(s: Settings) -> list[Measurement]:
+    """Every step of a run, in the order it runs."""
+    steps = [Measurement("start", "targets")]
+    steps += [Measurement("sequential", name, rep=i, reps=s.reps, n=s.seq_n)
+              for name in TARGETS if name != "ceiling" for i in range(1, s.reps + 1)]
+    steps += [Measurement("throughput", name, rep=i, reps=s.reps, sessions=level,
+                          seconds=s.seconds)
+              for name in TARGETS if name != "direct"
+              for level in s.levels for i in range(1, s.reps + 1)]
+    steps += [Measurement("idle", name, sessions=n, seconds=s.idle_s, settle_s=s.settle_s)
+              for name in ("orch-sse", "proxy-sse") for n in s.idle_counts]
+    steps += [Measurement("connect", name, n=s.connect_n) for name in ("orch-sse", "proxy-sse")]
+    steps += [Measurement("recovery", name, seconds=s.recovery_s)
+              for name in ("orch-sse", "proxy-sse")]
+    return steps
+
+
+def make_targets(gw: JSON, px: JSON, tv: JSON) -> dict[str, JSON]:
+    auth = {"Authorization": f"Bearer {gw['key']}"}
+    base = {"host": "127.0.0.1"}
+    return {
+        "direct": {"kind": "direct", "command": ECHO},
+        "orch-sse": {**base, "kind": "sse", "port": gw["port"], "headers": auth,
+                     "sse_path": "/projects/bench/servers/echo/sse"},
+        "orch-http": {**base, "kind": "http", "port": gw["port"], "headers": auth,
+                      "mcp_path": "/projects/bench/servers/echo/mcp"},
+        "proxy-sse": {**base, "kind": "sse", "port": px["port"], "headers": {},
+                      "sse_path": "/sse"},
+        "proxy-http": {**base, "kind": "http", "port": px["port"], "headers": {},
+                       "mcp_path": "/mcp"},
+        "ceiling": {**base, "kind": "ceiling", "port": tv["port"]},
+    }
+
+
+def measure(m: Measurement, targets: dict[str, JSON], pids: dict[str, int]) -> JSON:
+    """Run one step of the plan (not ``start``) and return its raw result."""
+    target = targets[m.target]
+    if m.scenario == "sequential":
+        return loadgen("sequential", target, n=m.n)
+    if m.scenario == "throughput":
+        return loadgen("throughput", target, sessions=m.sessions, seconds=m.seconds)
+    if m.scenario == "idle":
+        return idle_run(target, pids[m.target], m.sessions, m.seconds, m.settle_s)
+    if m.scenario == "connect":
+        return loadgen("connect", target, n=m.n)["latency"]
+    kids = [p for p in children(pids[m.target]) if "echo_server" in _cmdline(p)]
+    if not kids:
+        return {"recovered_s": None, "note": "upstream process not found"}
+    return loadgen("recovery", target, pid=kids[0], seconds=m.seconds)
+
+
+def collect(steps: list[Measurement], raw: dict[Measurement, JSON]) -> JSON:
+    """Medians over repetitions, grouped as the tables and result files have them."""
+    def runs(scenario: str, target: str, sessions: int = 0) -> list[JSON]:
+        return [raw[m] for m in steps if m.scenario == scenario and m.target == target
+                and m.sessions == sessions]
+
+    seq: JSON = {}
+    for name in dict.fromkeys(m.target for m in steps if m.scenario == "sequential"):
+        rs = runs("sequential", name)
+        seq[name] = {
+            "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in rs),
+            "p90_ms": statistics.median(r["latency"]["p90_ms"] for r in rs),
+            "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in rs),
+            "raw_ms": [r["raw_ms"] for r in rs],
+        }
+    for name in seq:
+        seq[name]["overhead_ms"] = round(seq[name]["p50_ms"] - seq["direct"]["p50_ms"], 3)
+    thr: JSON = {}
+    for m in steps:
+        if m.scenario != "throughput" or str(m.sessions) in thr.get(m.target, {}):
+            continue
+        rs = runs("throughput", m.target, m.sessions)
+        thr.setdefault(m.target, {})[str(m.sessions)] = {
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in rs),
+            "p99_ms": statistics.median(r["latency"].get("p99_ms", 0) for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+        }
+    out: JSON = {"sequential": seq, "throughput": thr, "idle": {}, "connect": {}, "recovery": {}}
+    for m in steps:
+        if m.scenario == "idle":
+            out["idle"].setdefault(m.target, {})[str(m.sessions)] = raw[m]
+        elif m.scenario in ("connect", "recovery"):
+            out[m.scenario][m.target] = raw[m]
+    return out
+
+
+def run(smoke: bool, out_dir: Path, *, quiet: bool = False) -> JSON:
+    settings = Settings.of(smoke)
+    steps = plan(settings)
     results: JSON = {"smoke": smoke, "machine": machine(), "versions": versions(),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = Path(tempfile.mkdtemp(prefix="mcp-orch-bench-"))
-    targets: dict[str, JSON] = {"direct": {"kind": "direct", "command": ECHO}}
-    with gateway(tmp) as gw, proxy() as px, trivial() as tv:
-        auth = {"Authorization": f"Bearer {gw['key']}"}
-        base = {"host": "127.0.0.1"}
-        targets["orch-sse"] = {**base, "kind": "sse", "port": gw["port"], "headers": auth,
-                               "sse_path": "/projects/bench/servers/echo/sse"}
-        targets["orch-http"] = {**base, "kind": "http", "port": gw["port"], "headers": auth,
-                                "mcp_path": "/projects/bench/servers/echo/mcp"}
-        targets["proxy-sse"] = {**base, "kind": "sse", "port": px["port"], "headers": {},
-                                "sse_path": "/sse"}
-        targets["proxy-http"] = {**base, "kind": "http", "port": px["port"], "headers": {},
-                                 "mcp_path": "/mcp"}
-        targets["ceiling"] = {**base, "kind": "ceiling", "port": tv["port"]}
-        results["targets"] = {k: {kk: vv for kk, vv in v.items() if kk != "headers"}
-                              for k, v in targets.items()}
-
-        # 1. sequential round trips
-        seq: JSON = {}
-        for name, target in targets.items():
-            if name == "ceiling":
-                continue
-            runs = [loadgen("sequential", target, n=seq_n) for _ in range(reps)]
-            seq[name] = {
-                "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in runs),
-                "p90_ms": statistics.median(r["latency"]["p90_ms"] for r in runs),
-                "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in runs),
-                "raw_ms": [r["raw_ms"] for r in runs],
-            }
-        for name in seq:
-            seq[name]["overhead_ms"] = round(seq[name]["p50_ms"] - seq["direct"]["p50_ms"], 3)
-        results["sequential"] = seq
-
-        # 2. throughput
-        thr: JSON = {}
-        for name, target in targets.items():
-            if name == "direct":
-                continue
-            thr[name] = {}
-            for level in levels:
-                runs = [loadgen("throughput", target, sessions=level, seconds=seconds)
-                        for _ in range(reps)]
-                thr[name][str(level)] = {
-                    "calls_per_s": statistics.median(r["calls_per_s"] for r in runs),
-                    "p99_ms": statistics.median(r["latency"].get("p99_ms", 0) for r in runs),
-                    "errors": sum(r["errors"] for r in runs),
-                }
-        results["throughput"] = thr
-
-        # 3. idle SSE sessions
-        idle: JSON = {}
-        for name, pid in (("orch-sse", gw["pid"]), ("proxy-sse", px["pid"])):
-            idle[name] = {str(n): idle_run(targets[name], pid, n, idle_s, settle_s)
-                          for n in idle_counts}
-        results["idle"] = idle
-
-        # 4. connect-to-initialized with N clients at once
-        results["connect"] = {
-            name: loadgen("connect", targets[name], n=connect_n)["latency"]
-            for name in ("orch-sse", "proxy-sse")
-        }
-
-        # 5. recovery after kill -9 of the upstream
-        rec: JSON = {}
-        for name, server_pid in (("orch-sse", gw["pid"]), ("proxy-sse", px["pid"])):
-            kids = [p for p in children(server_pid) if "echo_server" in _cmdline(p)]
-            if not kids:
-                rec[name] = {"recovered_s": None, "note": "upstream process not found"}
-                continue
-            rec[name] = loadgen("recovery", targets[name], pid=kids[0],
-                                seconds=3 if smoke else 10)
-        results["recovery"] = rec
-
+    raw: dict[Measurement, JSON] = {}
+    with open_progress([m.step() for m in steps], quiet=quiet, stream=sys.stderr) as progress:
+        with ExitStack() as stack:
+            with progress.step(steps[0].step()):
+                gw = stack.enter_context(gateway(tmp))
+                px = stack.enter_context(proxy(tmp))
+                tv = stack.enter_context(trivial())
+            targets = make_targets(gw, px, tv)
+            results["targets"] = {k: {kk: vv for kk, vv in v.items() if kk != "headers"}
+                                  for k, v in targets.items()}
+            pids = {"orch-sse": gw["pid"], "proxy-sse": px["pid"]}
+            for m in steps[1:]:
+                with progress.step(m.step()):
+                    raw[m] = measure(m, targets, pids)
+        results["plan"] = {"steps": len(steps), "planned_s": round(progress.planned_s, 1),
+                           "elapsed_s": round(progress.elapsed_s(), 1)}
+    results.update(collect(steps, raw))
+    results["machine"]["loadgen_ceiling"] = ceiling(results["throughput"])
     results["ratios"] = ratios(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -332,7 +512,8 @@ def ratios(r: JSON) -> JSON:
 
 def table(r: JSON) -> str:
     seq, thr = r["sequential"], r["throughput"]
-    lines = ["| target | p50 ms | p99 ms | overhead p50 ms | " +
+    context = f"({context_line(r)})"
+    lines = [context, "", "| target | p50 ms | p99 ms | overhead p50 ms | " +
              " | ".join(f"calls/s @{k}" for k in next(iter(thr.values()))) + " |",
              "|---|---|---|---|" + "---|" * len(next(iter(thr.values())))]
     for name in [*seq, "ceiling"]:
@@ -345,14 +526,14 @@ def table(r: JSON) -> str:
             " | ".join("—" for _ in next(iter(thr.values())))
         lines.append(f"| {name} | {seq[name]['p50_ms']:.3f} | {seq[name]['p99_ms']:.3f} | "
                      f"{seq[name]['overhead_ms']:.3f} | {cells} |")
-    lines.append("")
+    lines += ["", context, ""]
     lines.append("| idle SSE sessions | connected | connect s | KB/session | idle CPU % |")
     lines.append("|---|---|---|---|---|")
     for name, by_n in r["idle"].items():
         for n, v in by_n.items():
             lines.append(f"| {name} ×{n} | {v['connected']} | {v['connect_s']} | "
                          f"{v['kb_per_session']} | {v['idle_cpu_pct']} |")
-    lines.append("")
+    lines += ["", context, ""]
     lines.append("| connect→initialized | p50 ms | p99 ms | recovery after kill -9 (s) |")
     lines.append("|---|---|---|---|")
     for name, v in r["connect"].items():
@@ -361,6 +542,8 @@ def table(r: JSON) -> str:
                      f"{rec if rec is not None else 'no recovery'} |")
     lines.append("")
     lines.append("ratios (mcp-orch ÷ mcp-proxy, same run): " + json.dumps(r["ratios"]))
+    lines.append("Absolute figures move with the machine (see its ceiling above); the same-run "
+                 "ratios are what compares across machines: python -m bench.spread")
     return "\n".join(lines)
 
 
@@ -368,10 +551,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny counts: seconds, for CI")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress display on stderr (the tables still go to stdout)")
     args = p.parse_args()
     if not BASELINE.exists():
         sys.exit(f"{BASELINE} is missing: run scripts/bench.sh (it installs the baseline)")
-    results = run(args.smoke, Path(args.out))
+    results = run(args.smoke, Path(args.out), quiet=args.quiet)
     print(table(results))
     print(f"\nraw results: {results['path']}")
 
