@@ -25,8 +25,8 @@ stamp_of() { { cat "$@" 2>/dev/null || true; } | sha256sum | cut -c1-16; }
 
 py_stamp=$(stamp_of pyproject.toml)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$py_stamp" ]; then
-  say "creating .venv and installing mcp-orch with test extras ($("$PY" --version))"
-  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  [ -x .venv/bin/python ] || { say "creating .venv with $("$PY" --version)…"; "$PY" -m venv .venv; }
+  say "installing mcp-orch with its test extras into .venv (pip; a minute or two the first time)…"
   .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import gateway, actors, upstream, config, mcp, pytest_trio" \
@@ -37,7 +37,7 @@ fi
 # --- the benchmark baseline (mcp-proxy, PyPI) in a virtualenv of its own --------
 # It needs the official SDK 1.x; ours is 2.x, so they cannot share an environment.
 if [ ! -x .venv-baseline/bin/mcp-proxy ]; then
-  say "installing the benchmark baseline (mcp-proxy) into .venv-baseline"
+  say "installing the benchmark baseline, mcp-proxy 0.13.0, into .venv-baseline (pip; about a minute)…"
   "$PY" -m venv .venv-baseline
   .venv-baseline/bin/python -m pip install --quiet "mcp-proxy==0.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   .venv-baseline/bin/mcp-proxy --version >/dev/null || { say "mcp-proxy did not install"; exit 1; }
@@ -50,7 +50,7 @@ if ! command -v npm >/dev/null 2>&1; then
   say "npm not found: Node.js (>= 20, with npm) is required for the interop peers"; exit 1
 fi
 if [ "$(node_major node)" -lt 22 ] && [ "$(node_major "$NODE22_BIN/node")" -lt 22 ]; then
-  say "system node is $(node --version); installing Node 22 locally (npm package node@22)"
+  say "installing Node 22 under .tools/node22 (system node is $(node --version); npm, a minute or more)…"
   mkdir -p .tools/node22
   npm install --silent --no-audit --no-fund --prefix .tools/node22 node@22 >/dev/null
   [ "$(node_major "$NODE22_BIN/node")" -ge 22 ] || { say "Node 22 install failed"; exit 1; }
@@ -60,7 +60,7 @@ if [ -x "$NODE22_BIN/node" ]; then export PATH="$NODE22_BIN:$PATH"; fi
 # --- npm peers (installed under Node 22: inspector@2 needs it) ------------------
 npm_stamp=$(stamp_of tests/interop/package.json tests/interop/package-lock.json)
 if [ "$(cat tests/interop/node_modules/.stamp 2>/dev/null)" != "$npm_stamp" ]; then
-  say "installing the npm test peers with node $(node --version)"
+  say "installing the npm peers with node $(node --version) (npm; a minute or two the first time)…"
   (cd tests/interop && if [ -f package-lock.json ]; then
      npm ci --silent --no-audit --no-fund >/dev/null
    else
