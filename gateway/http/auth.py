@@ -12,6 +12,7 @@ keeps working.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,27 @@ class KeyVerifier:
             done.set()
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def www_authenticate(project_name: str, error: str | None) -> str:
+    """The ``WWW-Authenticate`` of a 401 (RFC 6750 §3), with an ``error_description``
+    that MCP clients show the user: an OAuth-aware client (MCP Inspector) would
+    otherwise go looking for an OAuth server and report only that it found none.
+
+    A request with no key gets no ``error`` code (RFC 6750 §3.1), only the
+    description; a wrong key gets ``invalid_token``.
+    """
+    # The name comes from the URL: only a plain name goes into the quoted string.
+    project = f"project {project_name}" if _SAFE_NAME.match(project_name) else "this project"
+    if error is None:
+        description = (f"send the API key of {project} as 'Authorization: Bearer <key>' "
+                       f"(this gateway takes API keys, not OAuth)")
+        return f'Bearer realm="mcp-orch", error_description="{description}"'
+    description = f"invalid API key for {project}"
+    return f'Bearer realm="mcp-orch", error="{error}", error_description="{description}"'
+
+
 @attrs.frozen
 class Denied:
     """Why a request may not proceed: the HTTP status, a message, extra headers."""
@@ -106,12 +128,12 @@ async def check_project_access(gateway: Any, project_name: str, authorization: s
     if key is None:
         gateway.metrics.rejected.labels("auth").inc()
         return Denied(401, "missing API key: send 'Authorization: Bearer <key>'",
-                      {"WWW-Authenticate": 'Bearer realm="mcp-orch"'})
+                      {"WWW-Authenticate": www_authenticate(project_name, None)})
     owner = await gateway.keys.project_for(key)
     if owner is None:
         gateway.metrics.rejected.labels("auth").inc()
         return Denied(401, "invalid API key",
-                      {"WWW-Authenticate": 'Bearer realm="mcp-orch", error="invalid_token"'})
+                      {"WWW-Authenticate": www_authenticate(project_name, "invalid_token")})
     if project is None or owner != project_name:
         gateway.metrics.rejected.labels("auth").inc()
         return Denied(404, f"no project {project_name!r}")
