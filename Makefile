@@ -1,5 +1,5 @@
 # mcp-orch — `make run` serves the example config; `make test` runs every test.
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench faults
 
 setup:
 	@bash scripts/setup.sh
@@ -15,3 +15,6 @@ lint: setup
 
 bench: setup
 	@bash scripts/bench.sh
+
+faults: setup
+	@.venv/bin/python -m pytest -p no:cacheprovider -m heavy tests/faults

@@ -16,11 +16,12 @@ restart and receive the next process's notifications.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
@@ -28,10 +29,10 @@ import attrs
 import trio
 
 from config import ServerConfig, expand_env
-from upstream import jsonrpc
+from upstream import errors
 from upstream.http_link import open_remote_link
 from upstream.link import Link
-from upstream.stdio import STDERR_TAIL_LINES, child_environment, open_stdio_link
+from upstream.stdio import STDERR_TAIL_LINES, Reaper, child_environment, open_stdio_link
 from upstream.ws_link import open_websocket_link
 
 from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
@@ -88,6 +89,12 @@ class ServerSupervisor:
     #: upstream (never claim what a real client may lack), the client's own for
     #: a per-session one.
     client_capabilities: dict[str, Any] = attrs.field(factory=dict)
+    #: The gateway's watchdog (``upstream/reaper.py``): every process this
+    #: supervisor starts is registered with it, so it dies with a SIGKILLed
+    #: gateway. ``None`` only outside a gateway (tests, tools).
+    reaper: Reaper | None = None
+    #: When the current start attempt began (for ``starting_for_s``).
+    attempt_started_at: float | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
     _scope: trio.CancelScope | None = None
 
@@ -121,12 +128,15 @@ class ServerSupervisor:
         view: dict[str, Any] = {
             "state": self.state,
             "restarts": self.restarts,
-            "pid": self.pid if self.state == "running" else None,
+            # While starting, the pid of the process being initialized (if spawned yet).
+            "pid": self.pid if self.state in ("running", "starting") else None,
             "sessions": len(self.sessions),
             "in_flight": self.upstream.in_flight if self.upstream is not None else 0,
         }
         if self.state == "running" and self.started_at is not None:
             view["uptime_s"] = round(now - self.started_at, 3)
+        if self.state == "starting" and self.attempt_started_at is not None:
+            view["starting_for_s"] = round(now - self.attempt_started_at, 3)
         if self.last_exit:
             view["last_exit"] = self.last_exit
         if self.state in ("restarting", "failed") and self.next_start_at is not None:
@@ -170,7 +180,7 @@ class ServerSupervisor:
             message = f"server '{self.name}' is stopped"
         else:
             message = f"server '{self.name}' is {self.state}{detail}; try again shortly"
-        raise UpstreamError(jsonrpc.UPSTREAM_UNAVAILABLE, message)
+        raise UpstreamError(errors.UPSTREAM_UNAVAILABLE, message)
 
     def stop(self) -> None:
         """Stop supervising (the process is stopped as the run unwinds)."""
@@ -239,17 +249,35 @@ class ServerSupervisor:
         env = child_environment(expand_env(config.env, environ, where=where))
         return functools.partial(
             open_stdio_link, config.command, tuple(config.args), env, config.cwd,
-            grace_s=self.grace_s, stderr_tail=self.stderr_tail,
+            grace_s=self.grace_s, stderr_tail=self.stderr_tail, reaper=self.reaper,
         )
+
+    def _tracked(
+        self, open_link: Callable[[], AbstractAsyncContextManager[Link]]
+    ) -> Callable[[], AbstractAsyncContextManager[Link]]:
+        """``open_link`` that records the link's pid as soon as it exists (before
+        ``initialize``), so ``/health`` shows the process of a server still starting."""
+
+        @contextlib.asynccontextmanager
+        async def tracked() -> AsyncIterator[Link]:
+            async with open_link() as link:
+                self.pid = link.pid
+                yield link
+
+        return tracked
 
     async def _run_once(self) -> None:
         config = self.config
         link = None
+        # The first start gets its own budget: ``npx -y`` may still be downloading.
+        first = not self.first_attempt_done
+        self.attempt_started_at = trio.current_time()
+        self.pid = None
         try:
             async with self.opener(
                 config.name,
-                self._link_opener(),
-                init_timeout_s=config.request_timeout_s,
+                self._tracked(self._link_opener()),
+                init_timeout_s=config.first_start_timeout_s if first else config.request_timeout_s,
                 sessions=self.sessions,
                 client_capabilities=self.client_capabilities,
                 subscriptions=self.subscriptions,
@@ -263,10 +291,15 @@ class ServerSupervisor:
                 self._set_state("running")
                 await upstream.closed.wait()
                 self.last_exit = upstream.close_reason
+                # The link is known broken: say so now, not once the process
+                # has been stopped (stdin EOF, grace, SIGTERM can take seconds).
+                self.pid = None
+                self._set_state("restarting")
         except Exception as exc:
             self.last_exit = describe_failure(exc)
         finally:
             self.upstream = None
+            self.pid = None
             self.first_attempt_done = True
             if link is not None:
                 self.last_exit_code = link.exit_code

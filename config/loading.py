@@ -225,6 +225,8 @@ def _validate_server(server: ServerConfig, source: str, where: str) -> None:
                    "('websocket' needs a ws:// or wss:// url)", server.transport)
     _check(server.request_timeout_s > 0, source, f"{where}.request_timeout_s",
            "a number > 0", server.request_timeout_s)
+    _check(server.first_start_timeout_s > 0, source, f"{where}.first_start_timeout_s",
+           "a number > 0", server.first_start_timeout_s)
     r = server.restart
     _check(r.max_restarts >= 0, source, f"{where}.restart.max_restarts", "an int >= 0",
            r.max_restarts)
@@ -274,6 +276,7 @@ def server_spec(server: ServerConfig) -> dict[str, Any]:
         "transport": server.transport,
         "isolation": server.isolation,
         "request_timeout_s": server.request_timeout_s,
+        "first_start_timeout_s": server.first_start_timeout_s,
         "restart": attrs.asdict(server.restart),
         "enabled": server.enabled,
     }
@@ -355,6 +358,10 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            "a number > 0", gateway.http_session_idle_s)
     _check(gateway.input_wait_s > 0, source, "gateway.input_wait_s", "a number > 0",
            gateway.input_wait_s)
+    _check(gateway.header_timeout_s > 0, source, "gateway.header_timeout_s", "a number > 0",
+           gateway.header_timeout_s)
+    _check(gateway.max_connections >= 1, source, "gateway.max_connections", "an int >= 1",
+           gateway.max_connections)
     state_dir = Path(gateway.state_dir)
     if not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()

@@ -61,6 +61,9 @@ class ServerConfig:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     isolation: Literal["shared", "session"] = "shared"
     request_timeout_s: float = 60.0
+    #: How long the very first start may take to answer ``initialize`` (an
+    #: ``npx -y`` server may still be downloading); restarts use ``request_timeout_s``.
+    first_start_timeout_s: float = 300.0
     restart: RestartPolicy = RestartPolicy()
     enabled: bool = True
 
@@ -107,6 +110,14 @@ class GatewaySettings:
     #: 2026-07-28 (MRTR): how long a request that asked the client for input
     #: waits for the retry carrying ``inputResponses`` before it is cancelled.
     input_wait_s: float = 300.0
+    #: A connection that has not sent a complete request head this long after
+    #: opening (or after the first byte of its next request) is closed.
+    header_timeout_s: float = 10.0
+    #: Open client connections at most; beyond it a new one gets 503 and is closed.
+    max_connections: int = 4096
+    #: Who may read ``/metrics`` and ``/admin/openapi.json``: anyone who reaches
+    #: the port ("none", so scrapers need no token), or only the admin token ("admin").
+    metrics_auth: Literal["none", "admin"] = "none"
 
 
 @attrs.frozen

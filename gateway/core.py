@@ -34,6 +34,7 @@ from config import (
     load_config,
     projects_from_store,
 )
+from upstream.stdio import Reaper
 
 from .http.auth import KeyVerifier
 from .http.keepalive import Heartbeat
@@ -63,6 +64,9 @@ class Gateway:
     metrics: Metrics
     _servers_nursery: trio.Nursery
     admin_token: str | None = None
+    #: The watchdog every upstream process is registered with (``upstream/reaper.py``),
+    #: handed to each supervisor this gateway makes — shared or per session.
+    reaper: Reaper | None = None
     stopping: trio.Event = attrs.field(factory=trio.Event)
     draining: bool = False
     listener_closed: trio.Event = attrs.field(factory=trio.Event)
@@ -167,8 +171,19 @@ class Gateway:
         """Begin a graceful shutdown (idempotent)."""
         self.stopping.set()
 
+    def new_supervisor(self, project: str, server: ServerConfig) -> ServerSupervisor:
+        """A supervisor for ``server`` with this gateway's reaper and stop grace.
+
+        Every supervisor is made here — shared ones by :meth:`_start_server`,
+        per-session ones (``isolation = "session"``) through the session
+        registry — so no upstream process escapes the reaper.
+        """
+        return ServerSupervisor(
+            project, server, grace_s=self.config.gateway.stop_grace_s, reaper=self.reaper
+        )
+
     async def _start_server(self, project: str, server: ServerConfig) -> None:
-        supervisor = ServerSupervisor(project, server, grace_s=self.config.gateway.stop_grace_s)
+        supervisor = self.new_supervisor(project, server)
         await self._servers_nursery.start(supervisor.run)
         self.servers[(project, server.name)] = supervisor
 

@@ -33,6 +33,7 @@ from .app import create_asgi
 from .core import Gateway, is_loopback, load_projects
 from .http import hypercorn_patch
 from .http.auth import KeyVerifier
+from .http.connections import ConnectionGuard
 from .ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,33 @@ async def run_gateway(
                     f"mcp-orch: generated the admin token (shown once; stored hashed):\n{created}",
                     flush=True,
                 )
-        async with open_reaper(settings.stop_grace_s), trio.open_nursery() as root:
+        async with open_reaper(settings.stop_grace_s) as reaper, trio.open_nursery() as root:
             servers_nursery = await root.start(_run_nursery)
             registry = await root.start(run_registry)
             metrics = Metrics()
             gateway = Gateway(
                 config, store, KeyVerifier(store), {}, registry, metrics, servers_nursery,
-                admin_token=admin_token,
+                admin_token=admin_token, reaper=reaper,
             )
             registry.observer = gateway.observe_request
+            registry.new_supervisor = gateway.new_supervisor
             metrics.attach(registry, gateway.servers)
             await gateway.start_servers()
             app = create_asgi(gateway)
             hypercorn_patch.apply()
             hyper = hypercorn.config.Config()
+            # Header timeout, connection cap, framing rules (gateway/http/connections.py).
+            hypercorn_patch.attach(hyper, ConnectionGuard(
+                settings.max_connections, settings.header_timeout_s, registry=metrics.registry,
+                on_bad_framing=lambda reason: metrics.rejected.labels(reason).inc(),
+            ))
             hyper.bind = [_bind(settings.host, settings.port)]
             hyper.graceful_timeout = 5.0
             hyper.keep_alive_timeout = 75.0
+            # WebSocket clients: pings keep idle sockets open through proxies; a frame
+            # is a request body, bounded alike (a bigger one is closed with 1009).
+            hyper.websocket_ping_interval = settings.keepalive_s
+            hyper.websocket_max_message_size = settings.max_body_bytes
             hyper.backlog = 2048  # bursts of clients connecting at once
             # An MCP session POSTs every message on one keep-alive connection;
             # Hypercorn's default closes it after 1,000 requests.

@@ -14,10 +14,10 @@ cat <<MSG
 
   List the demo server's tools with MCP Inspector's CLI:
 
-    npx @modelcontextprotocol/inspector@2 --cli $URL --transport sse \\
+    npx -y @modelcontextprotocol/inspector@2 --cli $URL --transport sse \\
       --header "Authorization: Bearer $KEY" --method tools/list
 
-  Or open the Inspector UI (npx @modelcontextprotocol/inspector@2), choose
+  Or open the Inspector UI (npx -y @modelcontextprotocol/inspector@2), choose
   transport "SSE", URL $URL, and add the header
   Authorization: Bearer $KEY
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import contextvars
 import logging
 import os
 import shutil
@@ -72,15 +71,14 @@ class Reaper:
             log.warning("reaper queue full; process group %d stays registered", pgid)
 
 
-#: The reaper of the running gateway; upstreams started in its scope register with it.
-CURRENT_REAPER: contextvars.ContextVar[Reaper | None] = contextvars.ContextVar(
-    "mcp_orch_reaper", default=None
-)
-
-
 @contextlib.asynccontextmanager
 async def open_reaper(grace_s: float) -> AsyncIterator[Reaper]:
-    """Start the watchdog and make it current for upstreams started inside the block.
+    """Start the watchdog; yield the :class:`Reaper` to hand to every stdio link.
+
+    The handle is passed explicitly (the gateway holds it and gives it to each
+    supervisor), never found through a context variable: a task started
+    outside this block — a reload triggered by a signal handler, say — would
+    otherwise spawn processes nobody watches.
 
     Resource handling: on a normal exit the watchdog's stdin is closed, it
     finds no live group left, and exits; it is waited for (shielded).
@@ -103,7 +101,6 @@ async def open_reaper(grace_s: float) -> AsyncIterator[Reaper]:
                     log.error("the reaper process exited; upstreams are not watched")
                     return
 
-    token = CURRENT_REAPER.set(reaper)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(feed)
@@ -112,7 +109,6 @@ async def open_reaper(grace_s: float) -> AsyncIterator[Reaper]:
             finally:
                 send.close()
     finally:
-        CURRENT_REAPER.reset(token)
         await stop_process(proc, grace_s)
 
 
@@ -316,8 +312,13 @@ async def open_stdio_link(
     *,
     grace_s: float = 2.0,
     stderr_tail: collections.deque[str] | None = None,
+    reaper: Reaper | None = None,
 ) -> AsyncIterator[StdioLink]:
     """Start the server and yield its link; stop it (and its group) when the block exits.
+
+    ``reaper``: the gateway's watchdog; the child's process group is
+    registered with it, so the group dies even if the gateway is SIGKILLed.
+    ``None`` (tests, tools) leaves the group unwatched.
 
     Error handling: a command that cannot be started raises
     :class:`UpstreamSpawnError` with the reason.
@@ -335,7 +336,6 @@ async def open_stdio_link(
         proc = await trio.lowlevel.open_process([executable, *args], **options)
     except OSError as exc:
         raise UpstreamSpawnError(f"cannot start {command!r}: {exc.strerror or exc}") from exc
-    reaper = CURRENT_REAPER.get()
     if reaper is not None:
         reaper.watch(proc.pid)
     try:

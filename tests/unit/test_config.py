@@ -367,7 +367,7 @@ def test_unknown_field_suggests_the_known_one(tmp_path: Path) -> None:
     assert unknown == [
         f"{path}: projects.demo.servers.x: unknown field 'comand' (did you mean 'command'?); "
         "expected one of: command, args, env, cwd, url, transport, headers, isolation, "
-        "request_timeout_s, restart, enabled"
+        "request_timeout_s, first_start_timeout_s, restart, enabled"
     ]
 
 
@@ -499,8 +499,8 @@ def test_example_toml_loads() -> None:
     assert (server.command, server.args) == ("python", ("-m", "upstream.demo_server"))
     assert server.restart == RestartPolicy()  # the table documents the defaults
     everything = demo.servers["everything"]
-    assert everything.command == "npx"
-    assert everything.args == ("-y", "@modelcontextprotocol/server-everything")
+    assert everything.command == "mcp-server-everything"  # setup installs it; run-demo puts it on PATH
+    assert everything.first_start_timeout_s == 300
     assert dict(everything.env) == {"LOG_LEVEL": "info"}
 
 

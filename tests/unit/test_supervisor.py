@@ -133,3 +133,75 @@ async def test_wait_ready_times_out_with_clear_error(autojump_clock: Any) -> Non
             await sup.wait_ready(5)
         assert trio.current_time() == 5
         nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class SlowStop(Script):
+    """A Script whose upstreams take ``stop_s`` to stop after they died (like a
+    process given stdin EOF, a grace period, then SIGTERM)."""
+
+    stop_s: float = 5.0
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, *args: Any, **kwargs: Any) -> AsyncIterator[FakeUpstream]:
+        async with Script.__call__(self, *args, **kwargs) as up:
+            try:
+                yield up
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.stop_s)
+
+
+async def test_state_leaves_running_as_soon_as_the_link_is_broken(autojump_clock: Any) -> None:
+    script = SlowStop(lives=[10.0, 1000.0])
+    sup = make(script)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(9)
+        assert sup.snapshot()["state"] == "running" and sup.snapshot()["pid"] == 1
+        await trio.sleep(1.001)  # it broke at 10; stopping it takes until 15
+        view = sup.snapshot()
+        assert view["state"] == "restarting", view
+        assert view["pid"] is None
+        assert "exited with code 3" in view["last_exit"]
+        nursery.cancel_scope.cancel()
+
+
+@attrs.define
+class SlowStart(Script):
+    """An opener that records the init budget it was given and takes ``init_s`` to start."""
+
+    init_s: list[float] = attrs.field(factory=list)
+    budgets: list[float] = attrs.field(factory=list)
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, name: str, open_link: Any, **kwargs: Any) -> AsyncIterator[FakeUpstream]:
+        budget = kwargs["init_timeout_s"]
+        self.budgets.append(budget)
+        delay = self.init_s.pop(0)
+        if delay > budget:
+            await trio.sleep(budget)
+            raise UpstreamError(-32000, f"did not answer initialize within {budget:g} s")
+        await trio.sleep(delay)
+        async with Script.__call__(self, name, open_link, **kwargs) as up:
+            yield up
+
+
+async def test_first_start_has_its_own_budget_and_shows_starting(autojump_clock: Any) -> None:
+    script = SlowStart(lives=[5.0, 1000.0], init_s=[200.0, 200.0, 1.0])
+    restart = RestartPolicy(max_restarts=10, backoff_initial_s=1)
+    config = ServerConfig(name="s", command="true", restart=restart, request_timeout_s=60,
+                          first_start_timeout_s=300)
+    sup = ServerSupervisor("p", config, jitter=0.0, opener=script)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(120)
+        view = sup.snapshot()
+        assert view["state"] == "starting" and view["starting_for_s"] == 120
+        await trio.sleep(81)  # 200 s: the slow first start made it within 300 s
+        assert sup.state == "running"
+        await trio.sleep(5)  # it died at 205; the restart (206) gets the ordinary budget
+        await trio.sleep(60.5)
+        assert script.budgets == [300, 60]
+        assert sup.state == "restarting" and "within 60 s" in sup.last_exit
+        nursery.cancel_scope.cancel()
