@@ -51,6 +51,8 @@ class HttpRequest:
     send: Send
     headers: dict[bytes, bytes] = attrs.field(init=False)
     extra: Headers = attrs.field(factory=list)
+    _nursery: trio.Nursery | None = None
+    _watching: bool = False
 
     def __attrs_post_init__(self) -> None:
         # The last value of a repeated header wins.
@@ -73,6 +75,22 @@ class HttpRequest:
                 return values[0]
         return ""
 
+    def cancel_on_disconnect(self, nursery: trio.Nursery) -> None:
+        """From now on — or, for a request with a body, once the body is read —
+        a disconnecting client cancels ``nursery`` (the request's handling).
+
+        Only one task may wait on ``receive``, so while the body is still being
+        read the watch waits for :meth:`read_body` to finish.
+        """
+        self._nursery = nursery
+        if self.method != "POST":
+            self._watch()
+
+    def _watch(self) -> None:
+        if self._nursery is not None and not self._watching:
+            self._watching = True
+            self._nursery.start_soon(self._cancel_on_disconnect, self._nursery.cancel_scope)
+
     async def read_body(self, limit: int) -> bytes:
         """The whole body, at most ``limit`` bytes.
 
@@ -94,6 +112,7 @@ class HttpRequest:
                 raise BodyTooLarge(limit)
             chunks.append(chunk)
             if not event.get("more_body", False):
+                self._watch()
                 return b"".join(chunks)
 
     async def reply(
@@ -113,7 +132,8 @@ class HttpRequest:
         """A ``200`` whose body is ``frames``, sent as they come, until they end or the
         client goes away (which cancels the iteration; its ``finally`` runs)."""
         async with contextlib.aclosing(frames), trio.open_nursery() as nursery:
-            nursery.start_soon(self._cancel_on_disconnect, nursery.cancel_scope)
+            if not self._watching:
+                nursery.start_soon(self._cancel_on_disconnect, nursery.cancel_scope)
             await self.send({"type": "http.response.start", "status": 200,
                              "headers": [*headers, *self.extra]})
             async for frame in frames:

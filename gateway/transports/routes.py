@@ -17,6 +17,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from upstream import errors
 
 from ..core import Gateway
@@ -67,6 +69,14 @@ class McpRoutes:
     async def _http(self, route: str, project: str, server: str,
                     scope: Scope, receive: Receive, send: Send) -> None:
         http = HttpRequest(scope, receive, send)
+        # A client that goes away cancels its request's handling (a 2026-07-28
+        # request then ends upstream; a stateful session's request runs on).
+        async with trio.open_nursery() as nursery:
+            http.cancel_on_disconnect(nursery)
+            await self._answer(http, route, project, server)
+            nursery.cancel_scope.cancel()
+
+    async def _answer(self, http: HttpRequest, route: str, project: str, server: str) -> None:
         try:
             handler = self._handlers.get((route, http.method))
             if handler is None:

@@ -116,8 +116,10 @@ class WebSocketTransport:
                 parsed = validate(parse_json(text))
                 await self.front.submit(session, parsed.messages, hint="reconnect")
             except Refused as exc:
-                if exc.status == 404:  # the session ended
-                    return
+                if exc.status == 404:
+                    # The session ended; its close frame follows what was queued. Frames
+                    # the client still sends are read and dropped, so it never blocks.
+                    continue
                 self._reply_error(session, exc.code, exc.message)
 
     @staticmethod

@@ -123,14 +123,18 @@ def ws_offer(key: str | None, via: Literal["header", "subprotocol"],
 async def open_ws_client(
     url: str, *, key: str | None = None, via: Literal["header", "subprotocol"] = "header",
     subprotocols: Iterable[str] | None = None, max_message_size: int = 4 * 1024 * 1024,
-    connect_timeout: float = 10,
+    connect_timeout: float = 10, origin: str | None = None,
 ) -> AsyncIterator[WsClient]:
     """Open ``url`` (``ws://…/ws``) offering ``subprotocols`` (default ``["mcp"]``) and the key.
 
     ``subprotocols`` replaces the default offer (to test a client that offers
     none, or the wrong one); the key's subprotocol entry is appended after it.
+    trio-websocket queues one received message at a time, so a test that does
+    not call :meth:`WsClient.receive` is a client that does not read.
     """
     offered, headers = ws_offer(key, via, subprotocols)
+    if origin is not None:  # as a browser page would send it
+        headers.append((b"origin", origin.encode()))
     async with open_websocket_url(
         url, subprotocols=offered or None, extra_headers=headers or None,
         max_message_size=max_message_size, connect_timeout=connect_timeout,
