@@ -22,7 +22,6 @@ from typing import Any
 
 import attrs
 import trio
-
 from actors import ServerSupervisor, SessionRegistry
 from config import (
     Config,
@@ -37,6 +36,7 @@ from config import (
 from upstream.stdio import Reaper
 
 from .http.auth import KeyVerifier
+from .http.connections import ConnectionGuard
 from .http.keepalive import Heartbeat
 from .ops.metrics import Metrics
 
@@ -64,6 +64,8 @@ class Gateway:
     metrics: Metrics
     _servers_nursery: trio.Nursery
     admin_token: str | None = None
+    #: The open client connections (caps, timeouts; aborting a stuck one).
+    connections: ConnectionGuard | None = None
     #: The watchdog every upstream process is registered with (``upstream/reaper.py``),
     #: handed to each supervisor this gateway makes — shared or per session.
     reaper: Reaper | None = None

@@ -24,7 +24,6 @@ import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
-
 from actors import run_registry
 from config import Config, Store, declared_projects, expand_env
 from upstream.stdio import open_reaper
@@ -105,10 +104,11 @@ async def run_gateway(
             hypercorn_patch.apply()
             hyper = hypercorn.config.Config()
             # Header timeout, connection cap, framing rules (gateway/http/connections.py).
-            hypercorn_patch.attach(hyper, ConnectionGuard(
+            gateway.connections = ConnectionGuard(
                 settings.max_connections, settings.header_timeout_s, registry=metrics.registry,
                 on_bad_framing=lambda reason: metrics.rejected.labels(reason).inc(),
-            ))
+            )
+            hypercorn_patch.attach(hyper, gateway.connections)
             hyper.bind = [_bind(settings.host, settings.port)]
             hyper.graceful_timeout = 5.0
             hyper.keep_alive_timeout = 75.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -77,6 +78,8 @@ class ConnectionGuard:
     header_timeouts: Counter = attrs.field(init=False)
     _last_refusal_log: float = attrs.field(init=False, default=-1e18)
     _refused_since_log: int = attrs.field(init=False, default=0)
+    #: The socket of each open connection, by its client address (ASGI ``scope["client"]``).
+    _sockets: dict[Any, Any] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         registry = self.registry if self.registry is not None else CollectorRegistry()
@@ -112,6 +115,25 @@ class ConnectionGuard:
 
     def release(self) -> None:
         self.open -= 1
+
+    def register(self, client: Any, stream: Any) -> None:
+        """Remember the socket stream of the connection from ``client`` (see :meth:`abort`)."""
+        if client is not None:
+            self._sockets[client] = stream
+
+    def forget(self, client: Any, stream: Any) -> None:
+        if self._sockets.get(client) is stream:
+            del self._sockets[client]
+
+    async def abort(self, client: Any) -> bool:
+        """Close the connection from ``client`` at once, even while a write to it is
+        stuck on a client that does not read (the write then fails and the server
+        drops the connection). ``False`` when no such connection is open."""
+        stream = self._sockets.pop(client, None)
+        if stream is None:
+            return False
+        await stream.aclose()
+        return True
 
     def timed_out(self) -> None:
         self.header_timeouts.inc()

@@ -43,6 +43,7 @@ import trio
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.utils import parse_socket_addr
 
 from .connections import OVERLOADED_RESPONSE, ConnectionGuard, framing_problem
 
@@ -120,9 +121,17 @@ async def _run_guarded(self: Any) -> None:
     # Header deadline state, driven by _read_data and protocol_send below.
     self._mcp_head_deadline = trio.current_time() + guard.header_timeout_s
     self._mcp_awaiting_head = True
+    # The socket under any TLS, by the client address the ASGI scope will carry.
+    raw = getattr(self.stream, "transport_stream", self.stream)
+    try:
+        client = parse_socket_addr(raw.socket.family, raw.socket.getpeername())
+    except OSError:
+        client = None
+    guard.register(client, raw)
     try:
         await _run(self)
     finally:
+        guard.forget(client, raw)
         guard.release()
 
 

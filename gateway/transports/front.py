@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-
+import trio
 from actors import Outbox, Outlet, Session, SessionOptions, Transport
 from actors.supervisor import ServerSupervisor
 from config import ServerConfig
@@ -44,6 +44,10 @@ from ..http.auth import check_project_access, key_fingerprint
 from ..http.origin import OriginPolicy, check_request, cors_headers
 
 log = logging.getLogger(__name__)
+
+#: How long a stream of a client that stopped reading may take to drain before its
+#: connection is closed.
+STALL_GRACE_S = 5.0
 
 
 class Refused(GatewayError):
@@ -284,6 +288,20 @@ class Front:
                     raise not_found(f"the session ended; {hint}")
                 raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
                               headers=[(b"retry-after", b"1")], reason="busy")
+
+    async def cut_if_stalled(self, http: HttpRequest, session: Session) -> None:
+        """Run beside a single-reader stream: once the session has ended because its
+        client did not read, give the stream :data:`STALL_GRACE_S` to send what was
+        queued (and its close), then close the connection — the socket a client
+        does not read is not held."""
+        await session.closed.wait()
+        if not session.overflowed:
+            return
+        await trio.sleep(STALL_GRACE_S)
+        connections = self.gateway.connections
+        if connections is not None and await connections.abort(http.scope.get("client")):
+            log.info("session %s: closed the connection of a client that did not read",
+                     session.session_id)
 
     # -- refuse -------------------------------------------------------------------
     async def refuse(self, http: HttpRequest, exc: Refused) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 
 import attrs
-
+import trio
 from actors import Outbox, Transport
 from upstream import errors
 
@@ -52,9 +52,13 @@ class LegacySse:
         endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"
         log.info("sse session %s opened for %s/%s", session.session_id, project, server)
         try:
-            await http.stream(
-                outbox_frames(front.gateway, outbox, sse.event(endpoint, name="endpoint"), "sse"),
-                _STREAM_HEADERS)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(front.cut_if_stalled, http, session)
+                await http.stream(
+                    outbox_frames(front.gateway, outbox, sse.event(endpoint, name="endpoint"),
+                                  "sse"),
+                    _STREAM_HEADERS)
+                nursery.cancel_scope.cancel()
             log.info("sse session %s ended: %s", session.session_id, session.close_reason)
         finally:
             session.close("the client disconnected")

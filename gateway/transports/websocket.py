@@ -29,7 +29,6 @@ import logging
 
 import attrs
 import trio
-
 from actors import Outbox, Session, Transport
 from upstream import errors, jsonrpc
 
@@ -93,6 +92,7 @@ class WebSocketTransport:
                         "headers": http.extra})
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, receive, session, outbox, nursery.cancel_scope)
+                nursery.start_soon(front.cut_if_stalled, http, session)
                 await self._write(send, session, outbox)
                 nursery.cancel_scope.cancel()
         finally:
