@@ -43,6 +43,19 @@ if [ ! -x .venv-baseline/bin/mcp-proxy ]; then
   .venv-baseline/bin/mcp-proxy --version >/dev/null || { say "mcp-proxy did not install"; exit 1; }
 fi
 
+# --- the Python SDK 1.x WebSocket client (interop tests) in a virtualenv of its own --
+# mcp.client.websocket was removed in 2.x; the baseline venv is left as the
+# benchmark measured it.
+MCP1_SPEC="mcp[ws]==1.30.0"
+if [ ! -x .venv-mcp1/bin/python ] || [ "$(cat .venv-mcp1/.stamp 2>/dev/null)" != "$MCP1_SPEC" ]; then
+  say "installing the Python SDK 1.x WebSocket client, $MCP1_SPEC, into .venv-mcp1 (pip; about a minute)…"
+  [ -x .venv-mcp1/bin/python ] || "$PY" -m venv .venv-mcp1
+  .venv-mcp1/bin/python -m pip install --quiet "$MCP1_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv-mcp1/bin/python -c "import mcp.client.websocket, websockets" \
+    || { say "the Python SDK 1.x WebSocket client did not install"; exit 1; }
+  echo "$MCP1_SPEC" > .venv-mcp1/.stamp
+fi
+
 # --- Node >= 22 ---------------------------------------------------------------
 node_major() { "${1:-node}" --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/' || echo 0; }
 NODE22_BIN=$ROOT/.tools/node22/node_modules/.bin
