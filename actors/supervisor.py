@@ -40,6 +40,9 @@ from .upstream import SessionPeer, Upstream, UpstreamError, open_upstream
 log = logging.getLogger(__name__)
 
 STATUS_STDERR_LINES = 20
+#: While an attempt is still starting, say so in the log this often (a first
+#: ``npx -y`` start may be downloading its package for minutes).
+STARTING_LOG_S = 15.0
 State = Literal["starting", "running", "restarting", "failed", "stopped"]
 
 
@@ -198,7 +201,10 @@ class ServerSupervisor:
             try:
                 while True:
                     began = trio.current_time()
-                    await self._run_once()
+                    async with trio.open_nursery() as attempt:
+                        attempt.start_soon(self._report_slow_start, began)
+                        await self._run_once()
+                        attempt.cancel_scope.cancel()
                     now = trio.current_time()
                     if now - began >= policy.window_s:
                         failures = 0
@@ -230,6 +236,17 @@ class ServerSupervisor:
                     self.restarts += 1
             finally:
                 self._set_state("stopped")
+
+    async def _report_slow_start(self, began: float) -> None:
+        """Log every :data:`STARTING_LOG_S` that the attempt is still starting, until it runs."""
+        while True:
+            await trio.sleep(STARTING_LOG_S)
+            if self.state == "running":
+                return
+            if self.state == "starting":
+                first = "" if self.restarts else " (a first start may still be installing it)"
+                log.info("server %s/%s: still starting after %.0f s%s", self.project,
+                         self.name, trio.current_time() - began, first)
 
     def _link_opener(self) -> Callable[[], AbstractAsyncContextManager[Link]]:
         config = self.config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import types
 from collections.abc import AsyncIterator
 from typing import Any
@@ -187,7 +188,9 @@ class SlowStart(Script):
             yield up
 
 
-async def test_first_start_has_its_own_budget_and_shows_starting(autojump_clock: Any) -> None:
+async def test_first_start_has_its_own_budget_and_shows_starting(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
     script = SlowStart(lives=[5.0, 1000.0], init_s=[200.0, 200.0, 1.0])
     restart = RestartPolicy(max_restarts=10, backoff_initial_s=1)
     config = ServerConfig(name="s", command="true", restart=restart, request_timeout_s=60,
@@ -195,9 +198,15 @@ async def test_first_start_has_its_own_budget_and_shows_starting(autojump_clock:
     sup = ServerSupervisor("p", config, jitter=0.0, opener=script)
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
-        await trio.sleep(120)
+        with caplog.at_level(logging.INFO, logger="actors.supervisor"):
+            await trio.sleep(120)
         view = sup.snapshot()
         assert view["state"] == "starting" and view["starting_for_s"] == 120
+        # The log says so too, every 15 s, naming the likely cause.
+        slow = [r.getMessage() for r in caplog.records if "still starting" in r.getMessage()]
+        assert slow[0] == ("server p/s: still starting after 15 s "
+                           "(a first start may still be installing it)")
+        assert len(slow) == 120 // 15
         await trio.sleep(81)  # 200 s: the slow first start made it within 300 s
         assert sup.state == "running"
         await trio.sleep(5)  # it died at 205; the restart (206) gets the ordinary budget
