@@ -20,6 +20,7 @@ import trio
 from config import ServerConfig
 
 from .outlet import Outlet
+from .project import ProjectSession
 from .session import RequestObserver, Session, SessionOptions
 from .supervisor import ServerSupervisor
 
@@ -49,8 +50,9 @@ class SessionRegistry:
 
         Closing a session before or while it starts is safe: it then ends at once.
         """
-        session = Session(new_session_id(), options, outlet, observer=self.observer,
-                          new_supervisor=self.new_supervisor)
+        kind = Session if options.servers is None else ProjectSession
+        session = kind(new_session_id(), options, outlet, observer=self.observer,
+                       new_supervisor=self.new_supervisor)
         await self._nursery.start(self._run, session)
         return session
 
@@ -71,10 +73,10 @@ class SessionRegistry:
         return session
 
     def counts(self) -> dict[tuple[str, str, str], int]:
-        """Live sessions by (project, server, transport)."""
+        """Live sessions by (project, server, transport); a project session's server is ``*``."""
         counter: collections.Counter[tuple[str, str, str]] = collections.Counter()
         for s in self.sessions.values():
-            counter[(s.project, s.config.name, s.transport.value)] += 1
+            counter[(s.project, s.server_name, s.transport.value)] += 1
         return dict(counter)
 
     def close_all(self, reason: str) -> None:

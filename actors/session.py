@@ -35,6 +35,7 @@ from config import ServerConfig
 from upstream import errors, jsonrpc
 
 from .context import REQUEST_ID, SESSION_ID
+from .naming import ProjectSettings
 from .outlet import Outlet
 from .supervisor import ServerSupervisor
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 #: Revisions a session can negotiate through ``initialize``, oldest first.
 SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_VERSION = SUPPORTED_VERSIONS[-1]
+#: The server name a project session reports (registry counts, views, metric labels).
+PROJECT_SERVER = "*"
 MAX_IN_FLIGHT = 128
 INBOX_SIZE = 64
 #: How long a request waits for a (re)starting upstream before it gets an error.
@@ -83,7 +86,8 @@ class SessionOptions:
     """Everything a session is opened with, decided by its transport before it starts."""
 
     project: str
-    config: ServerConfig
+    #: The server; ``None`` for a session spanning the whole project (``servers``).
+    config: ServerConfig | None
     #: The server's shared supervisor, or ``None`` for ``isolation = "session"``
     #: (the session then starts a private upstream of its own).
     server: ServerSupervisor | None
@@ -96,6 +100,16 @@ class SessionOptions:
     client_capabilities: Mapping[str, Any] | None = None
     #: Set when the revision is known without ``initialize`` (2026-07-28).
     protocol_version: str | None = None
+    #: A project session (``actors/project.py``): every enabled server of the
+    #: project, name → (config, shared supervisor or ``None`` for isolation = "session").
+    servers: Mapping[str, tuple[ServerConfig, ServerSupervisor | None]] | None = None
+    #: A project session's naming and list fan-out settings.
+    project_settings: ProjectSettings | None = None
+
+    @property
+    def server_name(self) -> str:
+        """The server's name, or ``*`` for a session spanning the project."""
+        return self.config.name if self.config is not None else PROJECT_SERVER
 
 
 @attrs.define(eq=False)
@@ -152,7 +166,12 @@ class Session:
 
     @property
     def config(self) -> ServerConfig:
+        assert self.options.config is not None, "a project session has no single server"
         return self.options.config
+
+    @property
+    def server_name(self) -> str:
+        return self.options.server_name
 
     @property
     def transport(self) -> Transport:
@@ -252,6 +271,36 @@ class Session:
         timeout_s = self.config.request_timeout_s
         return await self.server.wait_ready(timeout_s if private else min(READY_WAIT_S, timeout_s))
 
+    async def describe(self) -> dict[str, Any]:
+        """What ``server/discover`` tells of this session's server(s): ``capabilities``,
+        ``instructions`` and ``serverInfo``, as an ``initialize`` result has them.
+
+        Raises :class:`UpstreamError` when the upstream does not come up in time.
+        """
+        return (await self.ready_upstream()).init_result
+
+    async def tool_headers(self, name: str) -> dict[str, str]:
+        """The ``Mcp-Param-`` headers (argument → suffix) tool ``name`` requires."""
+        upstream = await self.ready_upstream()
+        with trio.move_on_after(self.config.request_timeout_s):
+            await upstream.tools_listed.wait()
+        return upstream.tool_headers.get(name, {})
+
+    async def subscribe(self, uri: str, request_id: str) -> bool:
+        """Subscribe to ``uri`` for this session (``subscriptions/listen``); whether the
+        server accepted."""
+        upstream = await self.ready_upstream()
+        reply = await upstream.subscribe(
+            self, jsonrpc.request(request_id, "resources/subscribe", {"uri": uri}),
+            self.config.request_timeout_s)
+        return "result" in reply
+
+    @property
+    def server_info(self) -> dict[str, Any] | None:
+        """The ``serverInfo`` of the server behind this session, once known."""
+        upstream = self.server.upstream if self.server is not None else None
+        return upstream.server_info if upstream is not None else None
+
     def close_after(self, delay_s: float, reason: str) -> trio.CancelScope:
         """Close the session in ``delay_s`` unless the returned scope is cancelled first."""
         scope = trio.CancelScope()
@@ -276,13 +325,7 @@ class Session:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    if self.server is None:
-                        # isolation = "session": a private upstream, started at the
-                        # first request so it can be told the client's capabilities.
-                        self.server = self.new_supervisor(self.project, self.config)
-                    else:
-                        self._upstream_started = True
-                    self.server.attach(self)
+                    self._attach()
                     if self.options.idle_timeout_s is not None:
                         self.touch()
                         nursery.start_soon(self._expire_when_idle, self.options.idle_timeout_s)
@@ -294,8 +337,7 @@ class Session:
             self.closed.set()
             self._idle.set()
             self.outlet.close()
-            if self.server is not None:
-                self.server.detach(self)
+            self._detach()
             self._inbound_send.close()
             if self._server_requests:
                 with trio.CancelScope(shield=True), trio.move_on_after(1.0):
@@ -309,7 +351,23 @@ class Session:
                 self._server_requests.clear()
             log.debug("session %s ended: %s", self.session_id, self.close_reason or "closed")
 
+    def _attach(self) -> None:
+        """Join the server(s) this session talks to (a hook: project sessions join many)."""
+        if self.server is None:
+            # isolation = "session": a private upstream, started at the
+            # first request so it can be told the client's capabilities.
+            self.server = self.new_supervisor(self.project, self.config)
+        else:
+            self._upstream_started = True
+        self.server.attach(self)
+
+    def _detach(self) -> None:
+        """Leave what :meth:`_attach` joined (the session is ending)."""
+        if self.server is not None:
+            self.server.detach(self)
+
     def _start_private_upstream(self, capabilities: dict[str, Any]) -> None:
+        """Start a private upstream with the client's capabilities (a hook)."""
         if self._upstream_started or self.server is None or self._nursery is None:
             return
         self._upstream_started = True
@@ -396,6 +454,10 @@ class Session:
                 forwarded = {**message, "params": {**params, "requestId": upstream_id}}
                 nursery.start_soon(upstream.notify, forwarded)
             return
+        self._notify_upstream(message, nursery)
+
+    def _notify_upstream(self, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
+        """Forward a client notification upstream (a hook: project sessions tell all)."""
         upstream = self.server.upstream if self.server is not None else None
         if upstream is not None:
             nursery.start_soon(upstream.notify, message)
@@ -427,7 +489,7 @@ class Session:
         if self.observer is not None:
             total = trio.current_time() - started
             self.observer(
-                self.project, self.config.name, method, outcome, total,
+                self.project, self.server_name, method, outcome, total,
                 timing[0] if timing else None,
             )
         if reply is not None and not scope.cancelled_caught:

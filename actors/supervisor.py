@@ -112,6 +112,10 @@ class ServerSupervisor:
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
+    async def wait_changed(self) -> None:
+        """Return at the next change of ``state`` (or of the upstream behind it)."""
+        await self._changed.wait()
+
     def attach(self, session: SessionPeer) -> None:
         self.sessions[session.session_id] = session
 

@@ -280,6 +280,8 @@ def server_spec(server: ServerConfig) -> dict[str, Any]:
         "restart": attrs.asdict(server.restart),
         "enabled": server.enabled,
     }
+    if server.prefix is not None:
+        spec["prefix"] = server.prefix
     for field in ("command", "cwd", "url"):
         value = getattr(server, field)
         if value:
@@ -362,6 +364,13 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.header_timeout_s)
     _check(gateway.max_connections >= 1, source, "gateway.max_connections", "an int >= 1",
            gateway.max_connections)
+    _check(re.fullmatch(r"[A-Za-z0-9_-]{0,8}", gateway.tool_separator) is not None, source,
+           "gateway.tool_separator", "at most 8 of the characters A-Z a-z 0-9 _ -",
+           gateway.tool_separator)
+    _check(gateway.max_tool_name >= 16, source, "gateway.max_tool_name", "an int >= 16",
+           gateway.max_tool_name)
+    _check(gateway.list_timeout_s > 0, source, "gateway.list_timeout_s", "a number > 0",
+           gateway.list_timeout_s)
     state_dir = Path(gateway.state_dir)
     if not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()

@@ -66,6 +66,10 @@ class ServerConfig:
     first_start_timeout_s: float = 300.0
     restart: RestartPolicy = RestartPolicy()
     enabled: bool = True
+    #: On the project endpoint, what this server's tool and prompt names are
+    #: prefixed with (then ``gateway.tool_separator``): ``None`` means the
+    #: server's name, ``""`` no prefix at all (see ``actors/naming.py``).
+    prefix: str | None = None
 
 
 @attrs.frozen
@@ -118,6 +122,15 @@ class GatewaySettings:
     #: Who may read ``/metrics`` and ``/admin/openapi.json``: anyone who reaches
     #: the port ("none", so scrapers need no token), or only the admin token ("admin").
     metrics_auth: Literal["none", "admin"] = "none"
+    #: The project endpoint (``/projects/{p}/mcp``): between a server's prefix and a
+    #: tool or prompt name.
+    tool_separator: str = "__"
+    #: The longest tool or prompt name the project endpoint exposes (longer ones are
+    #: shortened with a hash; LLM function names allow 64).
+    max_tool_name: int = 64
+    #: The project endpoint's list fan-out: a server that has not answered a list
+    #: request within this long is left out of that answer (with a warning).
+    list_timeout_s: float = 2.0
 
 
 @attrs.frozen

@@ -23,6 +23,8 @@ from typing import Any
 import attrs
 import trio
 from actors import ServerSupervisor, SessionRegistry
+from actors.project import ProjectSession
+from actors.session import PROJECT_SERVER
 from config import (
     Config,
     ConfigError,
@@ -94,6 +96,19 @@ class Gateway:
             return None
         return server, self.servers.get((project, name))
 
+    def project_servers(
+        self, project: str
+    ) -> dict[str, tuple[ServerConfig, ServerSupervisor | None]] | None:
+        """The project's enabled servers (for its project endpoint), name → (config, shared
+        supervisor or ``None`` when isolated per session); ``None`` for no such project."""
+        proj = self.config.projects.get(project)
+        if proj is None:
+            return None
+        return {
+            name: (server, self.servers.get((project, name)))
+            for name, server in proj.servers.items() if server.enabled
+        }
+
     def observe_request(self, *args: Any) -> None:
         self.metrics.observe_request(*args)
 
@@ -113,7 +128,12 @@ class Gateway:
     def _isolated(self) -> dict[tuple[str, str], list[ServerSupervisor]]:
         isolated: dict[tuple[str, str], list[ServerSupervisor]] = {}
         for session in self.registry.sessions.values():
-            if session.config.isolation == "session" and session.server is not None:
+            if isinstance(session, ProjectSession):
+                for member in session.members.values():
+                    if member.private and member.started:
+                        isolated.setdefault((session.project, member.name), []).append(
+                            member.supervisor)
+            elif session.config.isolation == "session" and session.server is not None:
                 isolated.setdefault((session.project, session.config.name), []).append(
                     session.server
                 )
@@ -142,6 +162,11 @@ class Gateway:
                 servers[server.name] = view
             projects[project.name] = {"servers": servers}
         for (project, server, transport), count in counts.items():
+            if server == PROJECT_SERVER and project in projects:
+                # Sessions of the project endpoint, spanning its servers.
+                projects[project].setdefault("project_sessions_by_transport", {})[
+                    transport] = count
+                continue
             view = projects.get(project, {}).get("servers", {}).get(server)
             if view is not None:
                 view.setdefault("sessions_by_transport", {})[transport] = count
@@ -194,7 +219,7 @@ class Gateway:
         if supervisor is not None:
             supervisor.stop()
         for session in list(self.registry.sessions.values()):
-            if (session.project, session.config.name) == key:
+            if (session.project, session.server_name) == key:
                 session.close(reason, fail_in_flight=True)
 
     async def start_servers(self) -> None:
@@ -259,6 +284,7 @@ class Gateway:
             if "/".join(key) in changes["added"] + changes["changed"]:
                 if server.enabled and server.isolation == "shared":
                     await self._start_server(key[0], server)
+        self._update_project_sessions(changes)
         if any(changes.values()):
             log.info(
                 "applied %s: added %s, changed %s, removed %s", why,
@@ -266,6 +292,21 @@ class Gateway:
                 changes["removed"] or "nothing",
             )
         return changes
+
+    def _update_project_sessions(self, changes: dict[str, list[str]]) -> None:
+        """Give project sessions their project's servers as they are now (a server
+        added, changed or removed is a list change for them); a project that is gone
+        ends its sessions."""
+        touched = {entry.split("/", 1)[0] for kind in ("added", "changed", "removed")
+                   for entry in changes[kind]}
+        for session in list(self.registry.sessions.values()):
+            if not isinstance(session, ProjectSession) or session.project not in touched:
+                continue
+            servers = self.project_servers(session.project)
+            if servers is None:
+                session.close(f"project {session.project} was removed", fail_in_flight=True)
+            else:
+                session.set_servers(servers)
 
     async def watch_store(self, interval_s: float = 1.0) -> None:
         """Apply changes other processes (the CLI) commit to the store, within ``interval_s``.

@@ -150,7 +150,7 @@ class _RuntimeCollector(Collector):
         )
         depths: collections.Counter[tuple[str, str]] = collections.Counter()
         for session in self.sessions.sessions.values():
-            depths[(session.project, session.config.name)] += session.outbox_depth
+            depths[(session.project, session.server_name)] += session.outbox_depth
         for (project, server), depth in depths.items():
             outbox.add_metric([project, server], depth)
         yield outbox

@@ -26,12 +26,14 @@ metric reason; nothing matches on message text.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import attrs
 import trio
 from actors import Outbox, Outlet, Session, SessionOptions, Transport
+from actors.naming import ProjectSettings
+from actors.session import PROJECT_SERVER
 from actors.supervisor import ServerSupervisor
 from config import ServerConfig
 from upstream import errors, jsonrpc
@@ -113,17 +115,45 @@ async def send_reply(http: HttpRequest, reply: Reply) -> None:
 @attrs.frozen
 class Target:
     """An admitted request's server: its project, config, shared supervisor (``None``
-    for ``isolation = "session"``) and the hash of the key that was checked."""
+    for ``isolation = "session"``) and the hash of the key that was checked.
+
+    A request to the project endpoint (:meth:`Front.admit_project`) has no
+    ``config``; its ``servers`` are the project's enabled servers, name →
+    (config, shared supervisor or ``None``), and ``settings`` their naming rule.
+    """
 
     project: str
-    config: ServerConfig
+    config: ServerConfig | None
     supervisor: ServerSupervisor | None
     key_hash: str | None
+    servers: Mapping[str, tuple[ServerConfig, ServerSupervisor | None]] | None = None
+    settings: ProjectSettings | None = None
+
+    @property
+    def server_name(self) -> str:
+        """The server's name; ``*`` for the whole project (as its sessions report)."""
+        return self.config.name if self.config is not None else PROJECT_SERVER
+
+    @property
+    def base_path(self) -> str:
+        """The path the transports' endpoints hang off (``…/sse``, ``…/messages``)."""
+        if self.config is None:
+            return f"/projects/{self.project}"
+        return f"/projects/{self.project}/servers/{self.config.name}"
+
+    @property
+    def request_timeout_s(self) -> float:
+        """How long one request may take: the server's, or the longest of the project's."""
+        if self.config is not None:
+            return self.config.request_timeout_s
+        return max((c.request_timeout_s for c, _ in (self.servers or {}).values()),
+                   default=60.0)
 
     def options(self, transport: Transport, **more: Any) -> SessionOptions:
         """The options of a new session for this target."""
         return SessionOptions(self.project, self.config, self.supervisor, transport,
-                              key_hash=self.key_hash, **more)
+                              key_hash=self.key_hash, servers=self.servers,
+                              project_settings=self.settings, **more)
 
 
 @attrs.frozen
@@ -212,14 +242,42 @@ class Front:
             http.extra = header_list(cors_headers(origin))
 
     async def admit(
-        self, http: HttpRequest, project: str, server: str, *,
+        self, http: HttpRequest, project: str, server: str | None, *,
         authorization: str | None = None,
     ) -> Target:
-        """Origin, auth and server lookup for a request to ``project``/``server``.
+        """Origin, auth and server lookup for a request to ``project``/``server``
+        (``server`` ``None``: the project endpoint, :meth:`admit_project`).
 
         ``authorization`` overrides the ``Authorization`` header (a WebSocket
         client offers its key as a subprotocol).
         """
+        if server is None:
+            return await self.admit_project(http, project, authorization=authorization)
+        key_hash = await self._check_access(http, project, authorization)
+        found = self.gateway.server(project, server)
+        if found is None:
+            raise Refused(404, errors.NOT_FOUND, f"no server {server!r} in project {project!r}",
+                          reason="route")
+        config, supervisor = found
+        return Target(project, config, supervisor, key_hash)
+
+    async def admit_project(
+        self, http: HttpRequest, project: str, *, authorization: str | None = None,
+    ) -> Target:
+        """Origin and auth for a request to the project endpoint: a target whose
+        sessions span the project's enabled servers (``actors/project.py``)."""
+        key_hash = await self._check_access(http, project, authorization)
+        servers = self.gateway.project_servers(project)
+        if servers is None:
+            raise Refused(404, errors.NOT_FOUND, f"no project {project!r}", reason="route")
+        settings = self.gateway.config.gateway
+        return Target(project, None, None, key_hash, servers=servers, settings=ProjectSettings(
+            settings.tool_separator, settings.max_tool_name, settings.list_timeout_s))
+
+    async def _check_access(
+        self, http: HttpRequest, project: str, authorization: str | None,
+    ) -> str | None:
+        """Origin and the project's auth rule; the hash of the key the sessions are bound to."""
         self.check_origin(http)
         if authorization is None:
             authorization = http.header("authorization")
@@ -228,15 +286,9 @@ class Front:
             raise Refused(denied.status,
                           errors.UNAUTHORIZED if denied.status == 401 else errors.NOT_FOUND,
                           denied.message, headers=header_list(denied.headers), reason="auth")
-        found = self.gateway.server(project, server)
-        if found is None:
-            raise Refused(404, errors.NOT_FOUND, f"no server {server!r} in project {project!r}",
-                          reason="route")
-        config, supervisor = found
         settings = self.gateway.project(project)
         keyed = settings is not None and settings.auth != "none"
-        return Target(project, config, supervisor,
-                      key_fingerprint(authorization) if keyed else None)
+        return key_fingerprint(authorization) if keyed else None
 
     # -- parse ------------------------------------------------------------------
     async def body(self, http: HttpRequest) -> bytes:
@@ -264,7 +316,7 @@ class Front:
             session is None
             or session.transport is not transport
             or session.project != target.project
-            or session.config.name != target.config.name
+            or session.server_name != target.server_name
             or session.key_hash != target.key_hash
         ):
             hint = ("open a new SSE stream" if transport is Transport.LEGACY_SSE

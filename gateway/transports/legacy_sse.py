@@ -44,13 +44,14 @@ class LegacySse:
 
     front: Front
 
-    async def stream(self, http: HttpRequest, project: str, server: str) -> None:
+    async def stream(self, http: HttpRequest, project: str, server: str | None) -> None:
         front = self.front
         target = await front.admit(http, project, server)
         outbox = Outbox(front.gateway.config.gateway.session_queue)
         session = await front.open_session(target.options(Transport.LEGACY_SSE), outbox)
-        endpoint = f"/projects/{project}/servers/{server}/messages?sessionId={session.session_id}"
-        log.info("sse session %s opened for %s/%s", session.session_id, project, server)
+        endpoint = f"{target.base_path}/messages?sessionId={session.session_id}"
+        log.info("sse session %s opened for %s/%s", session.session_id, project,
+                 target.server_name)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(front.cut_if_stalled, http, session)
@@ -63,7 +64,7 @@ class LegacySse:
         finally:
             session.close("the client disconnected")
 
-    async def message(self, http: HttpRequest, project: str, server: str) -> None:
+    async def message(self, http: HttpRequest, project: str, server: str | None) -> None:
         front = self.front
         target = await front.admit(http, project, server)
         session_id = http.query("sessionId", "session_id")

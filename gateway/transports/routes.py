@@ -1,11 +1,17 @@
 """The MCP routes of one gateway, dispatched to their transport; everything else falls
 through to the operations app (Quart: health, status, metrics, admin).
 
-``/projects/{project}/servers/{server}/``:
+``/projects/{project}/servers/{server}/`` (one server) and
+``/projects/{project}/`` (the project endpoint: every enabled server of the
+project in one session, ``actors/project.py``):
 
 * ``sse`` (``GET``) and ``messages`` (``POST``) — legacy HTTP+SSE;
 * ``mcp`` (``POST``, ``GET``, ``DELETE``) — Streamable HTTP, every revision;
 * ``ws`` (WebSocket upgrade) — WebSocket.
+
+A handler gets the server's name, or ``None`` for the project endpoint; the
+front's admission (``Front.admit``) makes the target either way, and the
+transports serve both alike.
 
 A refusal raised by any step is rendered here, once, by the front; an
 ``OPTIONS`` preflight from an allowed origin gets the CORS answer.
@@ -30,8 +36,8 @@ from .stateless import StatelessEndpoint
 from .streamable import Streamable
 from .websocket import WebSocketTransport
 
-ROUTE = re.compile(r"^/projects/([^/]+)/servers/([^/]+)/(sse|messages|mcp|ws)$")
-Handler = Callable[[HttpRequest, str, str], Awaitable["Reply | None"]]
+ROUTE = re.compile(r"^/projects/([^/]+)(?:/servers/([^/]+))?/(sse|messages|mcp|ws)$")
+Handler = Callable[[HttpRequest, str, "str | None"], Awaitable["Reply | None"]]
 ALLOWED = {"sse": "GET", "messages": "POST", "mcp": "GET, POST, DELETE", "ws": "GET"}
 
 
@@ -66,7 +72,7 @@ class McpRoutes:
                     return
         await self.fallback(scope, receive, send)
 
-    async def _http(self, route: str, project: str, server: str,
+    async def _http(self, route: str, project: str, server: str | None,
                     scope: Scope, receive: Receive, send: Send) -> None:
         http = HttpRequest(scope, receive, send)
         # A client that goes away cancels its request's handling (a 2026-07-28
@@ -76,7 +82,8 @@ class McpRoutes:
             await self._answer(http, route, project, server)
             nursery.cancel_scope.cancel()
 
-    async def _answer(self, http: HttpRequest, route: str, project: str, server: str) -> None:
+    async def _answer(self, http: HttpRequest, route: str, project: str,
+                      server: str | None) -> None:
         try:
             handler = self._handlers.get((route, http.method))
             if handler is None:
@@ -98,7 +105,7 @@ class McpRoutes:
         except ClientGone:
             pass
 
-    async def _not_upgraded(self, http: HttpRequest, project: str, server: str) -> None:
+    async def _not_upgraded(self, http: HttpRequest, project: str, server: str | None) -> None:
         await self.front.admit(http, project, server)
         raise Refused(426, errors.INVALID_REQUEST, "this endpoint speaks WebSocket: upgrade",
                       headers=[(b"upgrade", b"websocket")])

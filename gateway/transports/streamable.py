@@ -213,7 +213,7 @@ class Streamable:
         return self.front.find_session(session_id, target, Transport.STREAMABLE_HTTP)
 
     # -- POST ---------------------------------------------------------------------
-    async def post(self, http: HttpRequest, project: str, server: str) -> Reply | None:
+    async def post(self, http: HttpRequest, project: str, server: str | None) -> Reply | None:
         """Answer a POST; ``None`` when answered already (``202``)."""
         front = self.front
         target = await front.admit(http, project, server)
@@ -252,7 +252,7 @@ class Streamable:
         if kind == "json" and "error" in payload:
             session.close("initialize failed")
         log.info("http session %s opened for %s/%s", session.session_id, target.project,
-                 target.config.name)
+                 target.server_name)
         if kind == "json":
             return JsonReply(payload, headers=headers)
         if kind == "ended":
@@ -295,7 +295,7 @@ class Streamable:
         return self._stream_reply(session, stream, 0, priming=sse_now)
 
     # -- GET ----------------------------------------------------------------------
-    async def get(self, http: HttpRequest, project: str, server: str) -> Reply:
+    async def get(self, http: HttpRequest, project: str, server: str | None) -> Reply:
         target = await self.front.admit(http, project, server)
         self._refuse_stateless_method(http)
         if not _accepts(http.header("accept"), "text/event-stream"):
@@ -326,7 +326,7 @@ class Streamable:
         return self._stream_reply(session, standalone, standalone.delivered, priming=False)
 
     # -- DELETE -------------------------------------------------------------------
-    async def delete(self, http: HttpRequest, project: str, server: str) -> None:
+    async def delete(self, http: HttpRequest, project: str, server: str | None) -> None:
         target = await self.front.admit(http, project, server)
         self._refuse_stateless_method(http)
         self._session(http, target).close("terminated by the client (DELETE)")

@@ -67,7 +67,7 @@ class WebSocketTransport:
     front: Front
 
     async def serve(self, scope: Scope, receive: Receive, send: Send,
-                    project: str, server: str) -> None:
+                    project: str, server: str | None) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         http = HttpRequest(scope, receive, send)
@@ -85,7 +85,8 @@ class WebSocketTransport:
         except Refused as exc:
             await front.refuse(http, exc)  # an HTTP answer instead of the upgrade
             return
-        log.info("websocket session %s opened for %s/%s", session.session_id, project, server)
+        log.info("websocket session %s opened for %s/%s", session.session_id, project,
+                 target.server_name)
         try:
             await send({"type": "websocket.accept",
                         "subprotocol": SUBPROTOCOL if subprotocols else None,

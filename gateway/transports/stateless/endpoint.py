@@ -382,12 +382,11 @@ class StatelessEndpoint:
     async def _discover(self, target: Target, msg_id: jsonrpc.Id, meta: dict[str, Any]) -> Reply:
         session = await self._open_session(target, meta)
         try:
-            upstream = await session.ready_upstream()
+            init = await session.describe()
         except UpstreamError as exc:
             raise Refused(503, exc.code, str(exc), reason="unavailable") from None
         finally:
             session.close("server/discover answered")
-        init = upstream.init_result
         result: dict[str, Any] = {
             "supportedVersions": list(ALL_VERSIONS),
             "capabilities": init.get("capabilities") or {},
@@ -406,15 +405,12 @@ class StatelessEndpoint:
         named = params.get(NAMED.get(method, ""))
         binding = binding_of(method, named if isinstance(named, str) else None, target.key_hash)
         if "requestState" in params:
-            exchange = self._resume(params, binding, http)
+            exchange = await self._resume(params, binding, http)
         else:
             session = await self._open_session(target, meta)
-            if method == "tools/call":
+            if method == "tools/call" and isinstance(named, str):
                 with _closed_on_failure(session, "refused"):
-                    upstream = await session.ready_upstream()
-                    with trio.move_on_after(target.config.request_timeout_s):
-                        await upstream.tools_listed.wait()
-                    _check_param_headers(upstream.tool_headers, params, http)
+                    _check_param_headers({named: await session.tool_headers(named)}, params, http)
             stream = _outlet(session).open([message["id"]])
             exchange = Exchange(session, stream, method, binding)
             upstream_message = {"jsonrpc": "2.0", "id": message["id"], "method": method}
@@ -441,7 +437,7 @@ class StatelessEndpoint:
                     {"jsonrpc": "2.0", "id": out_id, "result": responses[key]})
         return await self._respond(exchange, message["id"])
 
-    def _resume(self, params: dict[str, Any], binding: str, http: HttpRequest) -> Exchange:
+    async def _resume(self, params: dict[str, Any], binding: str, http: HttpRequest) -> Exchange:
         try:
             state = self.signer.verify(params["requestState"])
         except BadRequestState as exc:
@@ -458,9 +454,13 @@ class StatelessEndpoint:
                 "requestState names a request that is no longer waiting for input "
                 "(answered already, expired, or the gateway restarted); send the request again "
                 "without it")
-        if exchange.method == "tools/call":
-            upstream = session.server.upstream if session.server is not None else None  # type: ignore[union-attr]
-            _check_param_headers(upstream.tool_headers if upstream else {}, params, http)
+        name = params.get("name")
+        if exchange.method == "tools/call" and isinstance(name, str):
+            try:
+                required = await session.tool_headers(name)  # type: ignore[union-attr]
+            except UpstreamError:
+                required = {}
+            _check_param_headers({name: required}, params, http)
         outlet.parked = None  # type: ignore[union-attr]
         if exchange.timer is not None:
             exchange.timer.cancel()
@@ -507,9 +507,7 @@ class StatelessEndpoint:
             return reply
         result = reply.get("result")
         if isinstance(result, dict):
-            upstream = session.server.upstream if session.server is not None else None
-            server_info = upstream.server_info if upstream is not None else None
-            reply["result"] = self._decorate(exchange.method, result, server_info)
+            reply["result"] = self._decorate(exchange.method, result, session.server_info)
         return reply
 
     async def _ask_or_refuse(self, exchange: Exchange, question: jsonrpc.Message) -> None:
@@ -641,8 +639,7 @@ class StatelessEndpoint:
                                  "notifications.resourceSubscriptions must be a list of URIs")
         session = await self._open_session(target, meta)
         with _closed_on_failure(session, "listen failed"):
-            upstream = await session.ready_upstream()
-            capabilities = upstream.init_result.get("capabilities") or {}
+            capabilities = (await session.describe()).get("capabilities") or {}
             honored: dict[str, Any] = {}
             methods: set[str] = set()
             for flag, (capability, method) in LISTEN_FILTERS.items():
@@ -654,10 +651,7 @@ class StatelessEndpoint:
             if uris and isinstance(resources, dict) and resources.get("subscribe"):
                 subscribed = []
                 for n, uri in enumerate(uris):
-                    reply = await upstream.subscribe(
-                        session, jsonrpc.request(f"listen-{n}", "resources/subscribe", {"uri": uri}),
-                        target.config.request_timeout_s)
-                    if "result" in reply:
+                    if await session.subscribe(uri, f"listen-{n}"):
                         subscribed.append(uri)
                 honored["resourceSubscriptions"] = subscribed
                 if subscribed:
