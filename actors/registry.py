@@ -23,6 +23,7 @@ from .outlet import Outlet
 from .project import ProjectSession
 from .session import RequestObserver, Session, SessionOptions
 from .supervisor import ServerSupervisor
+from .tracing import RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class SessionRegistry:
     sessions: dict[str, Session] = attrs.field(factory=dict)
     #: Given to every new session: called once per finished request (metrics).
     observer: RequestObserver | None = None
+    #: Given to every new session when tracing is on (``actors/tracing.py``).
+    tracer: RequestTracer | None = None
     #: Makes the private supervisor of an ``isolation = "session"`` session
     #: (the gateway's, which hands it the reaper).
     new_supervisor: Callable[[str, ServerConfig], ServerSupervisor] = ServerSupervisor
@@ -52,7 +55,7 @@ class SessionRegistry:
         """
         kind = Session if options.servers is None else ProjectSession
         session = kind(new_session_id(), options, outlet, observer=self.observer,
-                       new_supervisor=self.new_supervisor)
+                       new_supervisor=self.new_supervisor, tracer=self.tracer)
         await self._nursery.start(self._run, session)
         return session
 

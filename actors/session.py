@@ -38,6 +38,7 @@ from .context import REQUEST_ID, SESSION_ID
 from .naming import ProjectSettings
 from .outlet import Outlet
 from .supervisor import ServerSupervisor
+from .tracing import RequestTracer
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Transport(enum.StrEnum):
     STREAMABLE_HTTP = "http"
     STATELESS = "stateless"
     WEBSOCKET = "ws"
+    #: The operator console's playground (``gateway/ops/console.py``).
+    CONSOLE = "console"
 
 
 @attrs.frozen
@@ -128,6 +131,8 @@ class Session:
     outlet: Outlet
     observer: RequestObserver | None = None
     new_supervisor: Callable[[str, ServerConfig], ServerSupervisor] = ServerSupervisor
+    #: Traces each request served (``actors/tracing.py``); ``None`` when tracing is off.
+    tracer: RequestTracer | None = None
     server: ServerSupervisor | None = attrs.field(init=False)
     initialized: bool = attrs.field(init=False)
     protocol_version: str | None = attrs.field(init=False)
@@ -148,6 +153,8 @@ class Session:
     refusing: str = ""
     _idle: trio.Event = attrs.field(factory=trio.Event)
     last_activity: float = 0.0
+    #: When the session was opened (``trio.current_time()``), for its age in the console.
+    opened_at: float = attrs.field(factory=trio.current_time)
     _upstream_started: bool = False
     _nursery: trio.Nursery | None = None
 
@@ -466,6 +473,7 @@ class Session:
         msg_id = message["id"]
         method = message["method"]
         REQUEST_ID.set(f"{self.session_id[:8]}:{msg_id}")
+        trace = self.tracer.start(self, message) if self.tracer is not None else None
         started = trio.current_time()
         timing: list[float] = []
         reply: jsonrpc.Message | None = None
@@ -474,7 +482,8 @@ class Session:
                 if method == "initialize":
                     reply = await self._initialize(message)
                 else:
-                    reply = await self._forward(message, timing)
+                    reply = await self._forward(
+                        message if trace is None else trace.forwarded(message), timing)
         finally:
             self._tasks.pop(msg_id, None)
             if not self._tasks:
@@ -492,6 +501,8 @@ class Session:
                 self.project, self.server_name, method, outcome, total,
                 timing[0] if timing else None,
             )
+        if trace is not None:
+            trace.end(outcome, reply)
         if reply is not None and not scope.cancelled_caught:
             self.deliver(reply)
 
@@ -537,4 +548,3 @@ class Session:
         if upstream_init.get("instructions"):
             result["instructions"] = upstream_init["instructions"]
         return jsonrpc.result_response(message["id"], result)
-

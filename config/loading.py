@@ -371,6 +371,17 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.max_tool_name)
     _check(gateway.list_timeout_s > 0, source, "gateway.list_timeout_s", "a number > 0",
            gateway.list_timeout_s)
+    telemetry = gateway.telemetry
+    if telemetry.endpoint is not None:
+        _check(telemetry.endpoint.startswith(HTTP_SCHEMES), source, "gateway.telemetry.endpoint",
+               "an http:// or https:// URL (the OTLP/HTTP collector)", telemetry.endpoint)
+    _check(bool(telemetry.service_name.strip()), source, "gateway.telemetry.service_name",
+           "a non-empty string", telemetry.service_name)
+    for key, value in telemetry.headers.items():
+        try:
+            env_refs(value)
+        except ValueError as exc:
+            raise ConfigError.at(source, f"gateway.telemetry.headers.{key}", str(exc)) from None
     state_dir = Path(gateway.state_dir)
     if not state_dir.is_absolute():
         state_dir = (base_dir / state_dir).resolve()

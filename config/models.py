@@ -82,6 +82,22 @@ class ProjectConfig:
 
 
 @attrs.frozen
+class TelemetrySettings:
+    """OpenTelemetry tracing (``[gateway.telemetry]``): off unless ``endpoint`` is set.
+
+    Spans go by OTLP/HTTP (protobuf) to ``endpoint`` (``http(s)://host:port``;
+    ``/v1/traces`` is added unless the URL already names a path). Needs the
+    ``telemetry`` extra (``pip install 'mcp-orch[telemetry]'``).
+    """
+
+    endpoint: str | None = None
+    #: ``service.name`` of the spans' resource.
+    service_name: str = "mcp-orch"
+    #: Extra headers for the collector (``${VAR}`` allowed, e.g. an API key).
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen
 class GatewaySettings:
     """Where the gateway listens, where it keeps state, and its global limits."""
 
@@ -122,6 +138,8 @@ class GatewaySettings:
     #: Who may read ``/metrics`` and ``/admin/openapi.json``: anyone who reaches
     #: the port ("none", so scrapers need no token), or only the admin token ("admin").
     metrics_auth: Literal["none", "admin"] = "none"
+    #: OpenTelemetry tracing; off unless ``telemetry.endpoint`` is set.
+    telemetry: TelemetrySettings = TelemetrySettings()
     #: The project endpoint (``/projects/{p}/mcp``): between a server's prefix and a
     #: tool or prompt name.
     tool_separator: str = "__"

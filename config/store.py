@@ -399,6 +399,23 @@ class Store:
                     changes.append(f"removed project {name}")
         return changes
 
+    def record(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        """An audit row for an action that changes no table (a restart, a session ended,
+        a console sign-in)."""
+        with self._write(actor, action, target, detail):
+            pass
+
+    def prefixes_of(self, hashes: set[str]) -> dict[str, str]:
+        """The prefix of each key whose hash is in ``hashes`` (to show which key a session uses)."""
+        if not hashes:
+            return {}
+        marks = ",".join("?" * len(hashes))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT key_hash, prefix FROM api_keys WHERE key_hash IN ({marks})", (*hashes,)
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         with self._lock:
             rows = self._db.execute(

@@ -20,6 +20,7 @@ from .core import Gateway, is_loopback
 from .http.auth import bearer_token
 from .http.origin import OriginPolicy, check_request, cors_headers, preflight_headers
 from .ops.admin import register_admin
+from .ops.console import register_console
 from .ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .transports.routes import McpRoutes
 
@@ -57,16 +58,19 @@ class Rejection(Exception):
         self.response = response
 
 
+async def admin_token_ok(gateway: Gateway, token: str | None) -> bool:
+    """Whether ``token`` is the admin token (the configured one, else the store's)."""
+    if token is None:
+        return False
+    if gateway.admin_token is not None:
+        return hmac.compare_digest(token.encode(), gateway.admin_token.encode())
+    return await trio.to_thread.run_sync(gateway.store.is_admin_token, token)
+
+
 async def authorize_admin(gateway: Gateway) -> None:
     """Require the admin token (``Authorization: Bearer``), or raise :class:`Rejection`."""
     token = bearer_token(request.headers.get("Authorization"))
-    ok = False
-    if token is not None:
-        if gateway.admin_token is not None:
-            ok = hmac.compare_digest(token.encode(), gateway.admin_token.encode())
-        else:
-            ok = await trio.to_thread.run_sync(gateway.store.is_admin_token, token)
-    if not ok:
+    if not await admin_token_ok(gateway, token):
         gateway.metrics.rejected.labels("auth").inc()
         raise Rejection(
             rpc_error(
@@ -189,5 +193,5 @@ def create_app(gateway: Gateway) -> QuartTrio:
         return oauth_error(400, "invalid_request")
 
     register_admin(app, gateway, authorize_admin, json_response)
+    register_console(app, gateway, admin_token_ok, policy)
     return app
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,7 +41,7 @@ from upstream.stdio import Reaper
 from .http.auth import KeyVerifier
 from .http.connections import ConnectionGuard
 from .http.keepalive import Heartbeat
-from .ops.metrics import Metrics
+from .ops.metrics import SAMPLE_INTERVAL_S, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Gateway:
     listener_closed: trio.Event = attrs.field(factory=trio.Event)
     url: str = ""
     reloads: int = 0
+    #: OpenTelemetry tracing (``gateway/ops/telemetry.py``); ``None`` when it is off.
+    telemetry: Any = None
     #: Sends the keep-alive comments of every idle SSE stream (``gateway/keepalive.py``).
     heartbeat: Heartbeat = attrs.field(
         default=attrs.Factory(lambda self: Heartbeat(self.config.gateway.keepalive_s),
@@ -222,6 +225,17 @@ class Gateway:
             if (session.project, session.server_name) == key:
                 session.close(reason, fail_in_flight=True)
 
+    async def restart_server(self, project: str, name: str, why: str) -> bool:
+        """Stop and start a shared server (its sessions end with ``why``); ``False`` when
+        it is not running shared here (disabled, unknown, or isolated per session)."""
+        key = (project, name)
+        found = self.server(project, name)
+        if found is None or key not in self.servers:
+            return False
+        self._stop_server(key, f"server {project}/{name} was restarted by {why}")
+        await self._start_server(project, found[0])
+        return True
+
     async def start_servers(self) -> None:
         for project in self.config.projects.values():
             for server in project.servers.values():
@@ -345,6 +359,30 @@ class Gateway:
                     if session.key_hash == key_hash:
                         log.info("session %s ended: its API key was revoked", session.session_id)
                         session.close("the API key of this session was revoked or expired")
+
+    async def record_samples(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        """Close a metrics sample of every server each ``interval_s`` (the console's charts)."""
+        while True:
+            await trio.sleep(interval_s)
+            self.metrics.take_sample(time.time(), interval_s, self.live_figures())
+
+    def live_figures(self) -> dict[tuple[str, str], tuple[int, int, str]]:
+        """(project, server) → (requests in flight, sessions, state), read now."""
+        sessions: dict[tuple[str, str], int] = {}
+        for (project, server, _), count in self.registry.counts().items():
+            sessions[(project, server)] = sessions.get((project, server), 0) + count
+        live: dict[tuple[str, str], tuple[int, int, str]] = {}
+        for project in self.config.projects.values():
+            for server in project.servers.values():
+                key = (project.name, server.name)
+                sup = self.servers.get(key)
+                if sup is not None:
+                    in_flight = sup.upstream.in_flight if sup.upstream is not None else 0
+                    state = sup.state
+                else:
+                    in_flight, state = 0, "on-demand" if server.enabled else "disabled"
+                live[key] = (in_flight, sessions.get(key, 0), state)
+        return live
 
     async def drain(self) -> None:
         """Refuse new work, let in-flight requests finish (bounded), then end sessions."""

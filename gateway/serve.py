@@ -34,6 +34,7 @@ from .http import hypercorn_patch
 from .http.auth import KeyVerifier
 from .http.connections import ConnectionGuard
 from .ops.metrics import Metrics
+from .ops.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ async def run_gateway(
         admin_token = expand_env({"admin_token": settings.admin_token}, os.environ, "gateway")[
             "admin_token"
         ]
+    # Off (None) unless [gateway.telemetry] endpoint is set; a ConfigError before any nursery.
+    telemetry = Telemetry.create(settings.telemetry)
     store = await trio.to_thread.run_sync(Store.open, settings.state_dir)
     try:
         # The file is declarative: make the store hold what it declares, then run
@@ -94,9 +97,10 @@ async def run_gateway(
             metrics = Metrics()
             gateway = Gateway(
                 config, store, KeyVerifier(store), {}, registry, metrics, servers_nursery,
-                admin_token=admin_token, reaper=reaper,
+                admin_token=admin_token, reaper=reaper, telemetry=telemetry,
             )
             registry.observer = gateway.observe_request
+            registry.tracer = telemetry
             registry.new_supervisor = gateway.new_supervisor
             metrics.attach(registry, gateway.servers)
             await gateway.start_servers()
@@ -140,6 +144,7 @@ async def run_gateway(
             root.start_soon(gateway.watch_revocations)
             root.start_soon(gateway.heartbeat.run)
             root.start_soon(gateway.watch_store)
+            root.start_soon(gateway.record_samples)
             binds = await root.start(serve)
             gateway.url = binds[0]
             pidfile = _pidfile(config)
@@ -150,6 +155,8 @@ async def run_gateway(
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_remove_pidfile, _pidfile(config))
             await trio.to_thread.run_sync(store.close)
+            if telemetry is not None:
+                await trio.to_thread.run_sync(telemetry.shutdown)
 
 
 async def _run_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
@@ -171,4 +178,3 @@ def _remove_pidfile(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-

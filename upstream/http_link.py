@@ -170,6 +170,10 @@ class StreamableHttpLink(_RemoteLink):
             self._init_id = message.get("id")
         headers = {**self._headers("application/json, text/event-stream"),
                    "Content-Type": "application/json"}
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("traceparent"), str):
+            headers["traceparent"] = meta["traceparent"]  # W3C trace context (tracing on)
         async with self._limiter:
             try:
                 async with self.client.stream(

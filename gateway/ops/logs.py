@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from actors.context import REQUEST_ID, SESSION_ID
+from actors.tracing import TRACE_ID
 
 _KEY_SHAPE = re.compile(r"mcpo_(?:admin_)?[A-Za-z0-9_-]{16,}")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
@@ -31,6 +32,7 @@ class _CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.session_id = SESSION_ID.get()
         record.request_id = REQUEST_ID.get()
+        record.trace_id = TRACE_ID.get()
         return True
 
 
@@ -42,12 +44,14 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [p for p in (getattr(record, "session_id", None), getattr(record, "request_id", None)) if p]
+        if getattr(record, "trace_id", None):
+            parts.append(f"trace={record.trace_id}")
         record.correlation = f" [{' '.join(parts)}]" if parts else ""
         return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, session, request, exc."""
+    """One JSON object per line: ts, level, logger, msg, session, request, trace_id, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
         body = {
@@ -61,6 +65,8 @@ class JsonFormatter(logging.Formatter):
             body["session"] = record.session_id
         if getattr(record, "request_id", None):
             body["request"] = record.request_id
+        if getattr(record, "trace_id", None):
+            body["trace_id"] = record.trace_id
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(body, ensure_ascii=False))

@@ -10,10 +10,17 @@ Latency is split in two: ``mcp_orch_upstream_seconds`` is the time a request
 spent with the upstream (from queueing it for the process to its answer);
 ``mcp_orch_gateway_overhead_seconds`` is the rest of the request's time in
 the gateway.
+
+For the console (``gateway/ops/console.py``) each server also keeps a ring of
+:class:`Sample` s — requests, errors, latency buckets, in-flight requests and
+sessions per interval (5 s, the last 15 minutes). The hot path only bumps
+three integers of the current interval's :class:`_Window`; the gateway's
+sampler (:meth:`gateway.core.Gateway.record_samples`) closes the interval.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Iterator, Mapping
 
@@ -28,6 +35,55 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATES = ("starting", "running", "restarting", "failed", "stopped")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                     10, 30, 60)
+#: Seconds per console sample, and how many are kept (15 minutes).
+SAMPLE_INTERVAL_S = 5.0
+SAMPLES_KEPT = 180
+
+
+@attrs.define(eq=False)
+class _Window:
+    """The current interval's figures of one server (bumped on the hot path)."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: list[int] = attrs.field(factory=lambda: [0] * (len(_LATENCY_BUCKETS) + 1))
+
+
+@attrs.frozen
+class Sample:
+    """One closed interval of one server, as the console charts it."""
+
+    at: float
+    interval_s: float
+    requests: int
+    errors: int
+    #: Requests per latency bucket (upper bounds ``_LATENCY_BUCKETS``, then +Inf).
+    buckets: tuple[int, ...]
+    in_flight: int
+    sessions: int
+    state: str
+
+    def view(self) -> dict[str, object]:
+        return {"at": self.at, "rps": round(self.requests / self.interval_s, 3),
+                "eps": round(self.errors / self.interval_s, 3),
+                "p50_ms": quantile_ms(self.buckets, 0.5),
+                "p99_ms": quantile_ms(self.buckets, 0.99),
+                "in_flight": self.in_flight, "sessions": self.sessions, "state": self.state}
+
+
+def quantile_ms(buckets: tuple[int, ...] | list[int], q: float) -> float | None:
+    """The ``q`` quantile in ms, as the upper bound of the bucket it falls in
+    (``None`` for no requests; the last bucket reports its lower bound)."""
+    total = sum(buckets)
+    if total == 0:
+        return None
+    rank, seen = q * total, 0
+    for index, count in enumerate(buckets):
+        seen += count
+        if seen >= rank and count:
+            bound = _LATENCY_BUCKETS[min(index, len(_LATENCY_BUCKETS) - 1)]
+            return round(bound * 1000, 3)
+    return round(_LATENCY_BUCKETS[-1] * 1000, 3)
 
 
 @attrs.define(eq=False)
@@ -42,6 +98,9 @@ class Metrics:
     stream_frames: Counter = attrs.field(init=False)
     rejected: Counter = attrs.field(init=False)
     tallies: collections.Counter[tuple[str, str, str]] = attrs.field(factory=collections.Counter)
+    #: (project, server) → the interval being filled, and the closed ones (console charts).
+    _windows: dict[tuple[str, str], _Window] = attrs.field(factory=dict)
+    samples: dict[tuple[str, str], collections.deque[Sample]] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -79,8 +138,46 @@ class Metrics:
             self.upstream_seconds.labels(project, server).observe(upstream_s)
             self.overhead_seconds.labels(project, server).observe(max(0.0, total_s - upstream_s))
         self.tallies[(project, server, "requests")] += 1
+        window = self._windows.get((project, server))
+        if window is None:
+            window = self._windows[(project, server)] = _Window()
+        window.requests += 1
+        window.buckets[bisect.bisect_left(_LATENCY_BUCKETS, total_s)] += 1
         if outcome != "ok":
             self.tallies[(project, server, "errors")] += 1
+            window.errors += 1
+
+    def take_sample(
+        self, at: float, interval_s: float, live: Mapping[tuple[str, str], tuple[int, int, str]],
+    ) -> None:
+        """Close the current interval of every server: ``live`` maps (project, server)
+        to (in_flight, sessions, state) read now. Servers gone from ``live`` and with
+        no requests lose their ring."""
+        windows, self._windows = self._windows, {}
+        for key in live.keys() | windows.keys():
+            window = windows.get(key) or _Window()
+            in_flight, sessions, state = live.get(key, (0, 0, "removed"))
+            ring = self.samples.get(key)
+            if ring is None:
+                ring = self.samples[key] = collections.deque(maxlen=SAMPLES_KEPT)
+            ring.append(Sample(at, interval_s, window.requests, window.errors,
+                               tuple(window.buckets), in_flight, sessions, state))
+        for key in list(self.samples):
+            if key not in live and key not in windows:
+                del self.samples[key]
+
+    def recent(self, key: tuple[str, str], last: int = 12) -> dict[str, object]:
+        """Request and error rates and p50/p99 over the last ``last`` samples of a server."""
+        ring = list(self.samples.get(key, ()))[-last:]
+        seconds = sum(s.interval_s for s in ring)
+        buckets = [sum(col) for col in zip(*(s.buckets for s in ring), strict=True)] if ring else []
+        return {
+            "rps": round(sum(s.requests for s in ring) / seconds, 3) if seconds else 0.0,
+            "eps": round(sum(s.errors for s in ring) / seconds, 3) if seconds else 0.0,
+            "p50_ms": quantile_ms(buckets, 0.5) if buckets else None,
+            "p99_ms": quantile_ms(buckets, 0.99) if buckets else None,
+            "window_s": seconds,
+        }
 
     def attach(
         self, sessions: SessionRegistry, servers: Mapping[tuple[str, str], ServerSupervisor]

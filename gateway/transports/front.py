@@ -25,6 +25,7 @@ metric reason; nothing matches on message text.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -46,6 +47,10 @@ from ..http.auth import check_project_access, key_fingerprint
 from ..http.origin import OriginPolicy, check_request, cors_headers
 
 log = logging.getLogger(__name__)
+#: The HTTP request's ``traceparent`` header, kept (only when tracing is on) by
+#: :meth:`Front.check_origin` for :meth:`Front.submit` to put in ``params._meta``.
+_TRACEPARENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "client_traceparent", default=None)
 
 #: How long a stream of a client that stopped reading may take to drain before its
 #: connection is closed.
@@ -240,6 +245,8 @@ class Front:
                           reason=refusal.reason)
         if origin is not None:
             http.extra = header_list(cors_headers(origin))
+        if self.gateway.telemetry is not None:
+            _TRACEPARENT.set(http.header("traceparent"))
 
     async def admit(
         self, http: HttpRequest, project: str, server: str | None, *,
@@ -334,7 +341,10 @@ class Front:
         what the client should do), ``503`` with ``Retry-After`` when its inbox
         stays full.
         """
+        traceparent = _TRACEPARENT.get()
         for message in messages:
+            if traceparent is not None and "id" in message and "method" in message:
+                message = _with_traceparent(message, traceparent)
             if not await session.submit(message):
                 if session.closing:
                     raise not_found(f"the session ended; {hint}")
@@ -360,3 +370,14 @@ class Front:
         """Answer ``http`` with ``exc`` as an HTTP error whose body is a JSON-RPC error."""
         self.gateway.metrics.rejected.labels(exc.reason).inc()
         await http.reply(exc.status, exc.body(), exc.headers)
+
+def _with_traceparent(message: jsonrpc.Message, traceparent: str) -> jsonrpc.Message:
+    """``message`` carrying the HTTP header's ``traceparent`` in ``params._meta``
+    (one already there wins)."""
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    if "traceparent" in meta:
+        return message
+    return {**message, "params": {**params, "_meta": {**meta, "traceparent": traceparent}}}
