@@ -28,10 +28,23 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$py_stam
   [ -x .venv/bin/python ] || { say "creating .venv with $("$PY" --version)…"; "$PY" -m venv .venv; }
   say "installing mcp-orch with its test extras into .venv (pip; a minute or two the first time)…"
   .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install --quiet -e ".[test,telemetry]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import gateway, actors, upstream, config, mcp, pytest_trio" \
     || { say "the Python install failed"; exit 1; }
   echo "$py_stamp" > .venv/.stamp
+fi
+
+# --- a browser for tests/browser (Playwright drives Debian's chromium) -----------
+# `playwright install` downloads its own browser build, which this network does not
+# allow; the system package works with Playwright's executable_path.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing Debian's chromium for the browser tests (apt-get update + install; a minute or two)…"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    say "no /usr/bin/chromium and no root apt-get: tests/browser will be skipped"
+  fi
 fi
 
 # --- the benchmark baseline (mcp-proxy, PyPI) in a virtualenv of its own --------
