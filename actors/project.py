@@ -191,7 +191,7 @@ class Member:
     listed: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
     #: Set once a list answer left this server out (its return is a list change).
     missing: bool = False
-    #: Cancels this member's watcher (and a private supervisor) when it leaves.
+    #: Cancels this member's watcher when it leaves.
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     @property
@@ -299,11 +299,8 @@ class ProjectSession(Session):
         member.supervisor.client_capabilities = dict(self._client_caps or
                                                      self.client_capabilities or {})
 
-        async def run() -> None:
-            with member.scope:
-                await member.supervisor.run()
-
-        self._nursery.start_soon(run)
+        # ``_leave`` stops it (``supervisor.stop()``); the member's scope is its watcher's.
+        self._nursery.start_soon(member.supervisor.run)
         self._watch(member)
 
     async def _ready(self, member: Member, timeout_s: float, *, wait_restart: bool) -> Upstream:
