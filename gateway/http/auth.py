@@ -126,15 +126,12 @@ async def check_project_access(gateway: Any, project_name: str, authorization: s
         return None
     key = bearer_token(authorization)
     if key is None:
-        gateway.metrics.rejected.labels("auth").inc()
         return Denied(401, "missing API key: send 'Authorization: Bearer <key>'",
                       {"WWW-Authenticate": www_authenticate(project_name, None)})
     owner = await gateway.keys.project_for(key)
     if owner is None:
-        gateway.metrics.rejected.labels("auth").inc()
         return Denied(401, "invalid API key",
                       {"WWW-Authenticate": www_authenticate(project_name, "invalid_token")})
     if project is None or owner != project_name:
-        gateway.metrics.rejected.labels("auth").inc()
         return Denied(404, f"no project {project_name!r}")
     return None

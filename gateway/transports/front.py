@@ -357,8 +357,8 @@ class Front:
         queued (and its close), then close the connection — the socket a client
         does not read is not held."""
         await session.closed.wait()
-        if not session.overflowed:
-            return
+        if not session.overflowed or http.scope.get("http_version") == "2":
+            return  # on HTTP/2 the connection carries other streams: only this one ends
         await trio.sleep(STALL_GRACE_S)
         connections = self.gateway.connections
         if connections is not None and await connections.abort(http.scope.get("client")):

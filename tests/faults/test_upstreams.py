@@ -14,6 +14,7 @@ import trio
 from config import parse_server
 from tests.faults.conftest import Faulty
 from tests.faults.helpers import finish, groups_alive, misbehave, wait_health
+from upstream import errors
 from tests.support import DEMO_SERVER, RpcError, open_sse_session
 
 FAST = {"request_timeout_s": 1.5, "first_start_timeout_s": 1.5,
@@ -39,7 +40,7 @@ async def test_an_upstream_that_never_comes_up_gets_errors_not_hangs(
     assert view["state"] in ("restarting", "failed"), view
     with trio.fail_after(8):
         reply = await _call(gw, "bad")
-    assert reply["error"]["code"] in (-32000, -32002), reply
+    assert reply["error"]["code"] in (errors.UPSTREAM_UNAVAILABLE, errors.UPSTREAM_CLOSED), reply
     await finish(gw.url, gw.auth(), base)
 
 
