@@ -14,8 +14,8 @@ import trio
 from config import parse_server
 from tests.faults.conftest import Faulty
 from tests.faults.helpers import finish, groups_alive, misbehave, wait_health
-from upstream import errors
 from tests.support import DEMO_SERVER, RpcError, open_sse_session
+from upstream import errors
 
 FAST = {"request_timeout_s": 1.5, "first_start_timeout_s": 1.5,
         "restart": {"backoff_initial_s": 0.2, "backoff_max_s": 0.5}}
