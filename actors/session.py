@@ -13,7 +13,18 @@ Rules a real client depends on:
 * ``notifications/cancelled`` from the client cancels that request's task,
   which tells the upstream; no response is sent for it (spec: cancellation).
 * A client that does not read its stream fills its outlet (``actors/outlet.py``);
-  the session is then ended rather than buffering without bound.
+  the session is then ended rather than buffering without bound. Under
+  pressure the outlet drops notifications (counted), never a response.
+* Backpressure, not refusal: at most ``MAX_IN_FLIGHT`` requests (fewer if the
+  outlet says so, :attr:`~actors.outlet.Outlet.answer_limit`) are *unanswered*
+  at once — running, or answered but still in the outlet's
+  :attr:`~actors.outlet.Outlet.backlog` for a slow reader. Further requests
+  wait their turn in order, up to ``MAX_WAITING`` of them; a batch the
+  transport accepted enters the waiting room whole (``submit`` takes it as one
+  item) whenever fewer than ``MAX_WAITING`` wait, so every request of it is
+  served. Only a request arriving when the room is full is answered
+  ``SESSION_BUSY``. The inbox keeps being read meanwhile, so
+  ``notifications/cancelled`` still reaches a running or waiting request.
 * When the session ends — the client went away, overflow, shutdown — its
   nursery is cancelled: every in-flight upstream request is cancelled
   upstream, every pending server→client request is refused, the outbox closes
@@ -22,6 +33,7 @@ Rules a real client depends on:
 
 from __future__ import annotations
 
+import collections
 import enum
 import itertools
 import logging
@@ -50,8 +62,14 @@ LATEST_VERSION = SUPPORTED_VERSIONS[-1]
 PROJECT_SERVER = "*"
 MAX_IN_FLIGHT = 128
 INBOX_SIZE = 64
+#: Requests accepted but waiting for room (beyond it, ``SESSION_BUSY``); a batch is
+#: let in whole while fewer than this wait, so the room holds at most this plus one batch.
+MAX_WAITING = 64
 #: How long a request waits for a (re)starting upstream before it gets an error.
 READY_WAIT_S = 5.0
+
+#: What the inbox carries: one client message, or a batch (a tuple) accepted whole.
+Inbound = jsonrpc.Message | tuple[jsonrpc.Message, ...]
 
 #: Called once per finished request: (project, server, method, outcome, total_s, upstream_s).
 RequestObserver = Callable[[str, str, str, str, float, "float | None"], None]
@@ -143,9 +161,14 @@ class Session:
     #: The session ended because its client did not keep up with its outlet.
     overflowed: bool = False
     closed: trio.Event = attrs.field(factory=trio.Event)
-    _inbound_send: trio.MemorySendChannel[jsonrpc.Message] = attrs.field(init=False)
-    _inbound_recv: trio.MemoryReceiveChannel[jsonrpc.Message] = attrs.field(init=False)
+    _inbound_send: trio.MemorySendChannel[Inbound] = attrs.field(init=False)
+    _inbound_recv: trio.MemoryReceiveChannel[Inbound] = attrs.field(init=False)
     _tasks: dict[jsonrpc.Id, trio.CancelScope] = attrs.field(factory=dict)
+    #: Requests accepted and waiting for room, in arrival order (see the module doc).
+    _waiting: collections.deque[jsonrpc.Message] = attrs.field(factory=collections.deque)
+    _feeding: bool = False
+    #: Set when room may have been made (a request ended, a reader took an answer).
+    _room: trio.Event = attrs.field(factory=trio.Event)
     _server_requests: dict[str, tuple[Upstream, jsonrpc.Id]] = attrs.field(factory=dict)
     _server_ids: itertools.count = attrs.field(factory=lambda: itertools.count(1))
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -166,6 +189,7 @@ class Session:
         self.initialized = options.protocol_version is not None
         self.client_capabilities = options.client_capabilities
         self._inbound_send, self._inbound_recv = trio.open_memory_channel(INBOX_SIZE)
+        self.outlet.on_taken = self._made_room
 
     @property
     def project(self) -> str:
@@ -194,6 +218,16 @@ class Session:
         return len(self._tasks)
 
     @property
+    def waiting(self) -> int:
+        """Requests accepted and waiting for room to run."""
+        return len(self._waiting)
+
+    @property
+    def notifications_dropped(self) -> int:
+        """Notifications for the client its outlet dropped under pressure."""
+        return self.outlet.dropped
+
+    @property
     def closing(self) -> bool:
         """Closed, or asked to close (its actor may still be cleaning up)."""
         return self.closed.is_set() or self._scope.cancel_called
@@ -203,16 +237,17 @@ class Session:
         return self.outlet.depth
 
     async def wait_idle(self) -> None:
-        """Return once no request of this session is in flight."""
-        while self._tasks and not self.closed.is_set():
+        """Return once no request of this session is in flight or waiting."""
+        while (self._tasks or self._waiting) and not self.closed.is_set():
             await self._idle.wait()  # set when the last request ends, and when the session ends
 
     def touch(self) -> None:
         """Note client activity (keeps an idle Streamable HTTP session alive)."""
         self.last_activity = trio.current_time()
 
-    async def submit(self, message: jsonrpc.Message, timeout_s: float = 5.0) -> bool:
-        """Queue a client message; ``False`` if the session is gone or stays full."""
+    async def submit(self, message: Inbound, timeout_s: float = 5.0) -> bool:
+        """Queue a client message, or a batch as a tuple (accepted whole: every
+        request of it will be answered); ``False`` if the session is gone or stays full."""
         if self.closing:
             return False
         self.touch()
@@ -232,8 +267,9 @@ class Session:
         queued before it ends), so a client learns why instead of waiting.
         """
         if fail_in_flight and not self.closing:
-            for msg_id in list(self._tasks):
+            for msg_id in [*self._tasks, *(m["id"] for m in self._waiting)]:
                 self.deliver(jsonrpc.error_response(msg_id, errors.UPSTREAM_UNAVAILABLE, reason))
+            self._waiting.clear()
         if not self.close_reason:
             self.close_reason = reason
         self._scope.cancel()
@@ -384,14 +420,54 @@ class Session:
     async def _expire_when_idle(self, timeout_s: float) -> None:
         while True:
             await trio.sleep_until(self.last_activity + timeout_s)
-            busy = self._tasks or self.outlet.busy
+            busy = self._tasks or self._waiting or self.outlet.busy
             if busy:
                 self.touch()
             elif trio.current_time() >= self.last_activity + timeout_s:
                 self.close(f"idle for {timeout_s:g} s")
                 return
 
-    def _dispatch(self, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
+    def _dispatch(self, item: Inbound, nursery: trio.Nursery) -> None:
+        if isinstance(item, tuple):  # a batch: its requests are let in whole, or not at all
+            admit = len(self._waiting) < MAX_WAITING
+            for message in item:
+                self._dispatch_one(message, nursery, admit)
+        else:
+            self._dispatch_one(item, nursery, len(self._waiting) < MAX_WAITING)
+
+    def _has_room(self) -> bool:
+        """Fewer requests unanswered than allowed: running, or answered and still
+        waiting in the outlet for a reader."""
+        limit = self.outlet.answer_limit
+        limit = MAX_IN_FLIGHT if limit is None else min(limit, MAX_IN_FLIGHT)
+        return len(self._tasks) + self.outlet.backlog < limit
+
+    def _made_room(self) -> None:
+        """Room may have been made: wake the feeder of waiting requests, if any."""
+        self._room.set()
+
+    def _busy(self) -> None:
+        if not self._tasks and not self._waiting:
+            self._idle = trio.Event()
+
+    def _maybe_idle(self) -> None:
+        if not self._tasks and not self._waiting:
+            self._idle.set()
+
+    async def _feed(self, nursery: trio.Nursery) -> None:
+        """Start waiting requests, in order, as room is made."""
+        try:
+            while self._waiting:
+                if self._has_room():
+                    self._answer(self._waiting.popleft(), nursery)
+                    self._maybe_idle()
+                else:
+                    self._room = trio.Event()
+                    await self._room.wait()
+        finally:
+            self._feeding = False
+
+    def _dispatch_one(self, message: jsonrpc.Message, nursery: trio.Nursery, admit: bool) -> None:
         if "method" in message:
             method = message["method"]
             if not self._upstream_started and "id" in message:
@@ -404,33 +480,23 @@ class Session:
             if "id" not in message:
                 self._on_notification(method, message, nursery)
                 return
-            msg_id = message["id"]
-            if method == "ping":
-                self.deliver(jsonrpc.result_response(msg_id, {}))
-            elif msg_id in self._tasks:
-                self.deliver(
-                    jsonrpc.error_response(
-                        msg_id, errors.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
-                    )
-                )
-            elif self.refusing and method != "initialize":
-                self.deliver(
-                    jsonrpc.error_response(msg_id, errors.UPSTREAM_UNAVAILABLE, self.refusing)
-                )
-            elif len(self._tasks) >= MAX_IN_FLIGHT:
-                self.deliver(
-                    jsonrpc.error_response(
-                        msg_id,
-                        errors.SESSION_BUSY,
-                        f"too many requests in flight on this session (limit {MAX_IN_FLIGHT})",
-                    )
-                )
+            if not self._waiting and self._has_room():
+                self._answer(message, nursery)
+            elif admit:
+                self._busy()
+                self._waiting.append(message)
+                if not self._feeding:
+                    self._feeding = True
+                    nursery.start_soon(self._feed, nursery)
             else:
-                scope = trio.CancelScope()
-                if not self._tasks:
-                    self._idle = trio.Event()
-                self._tasks[msg_id] = scope
-                nursery.start_soon(self._serve_request, message, scope)
+                self.deliver(
+                    jsonrpc.error_response(
+                        message["id"],
+                        errors.SESSION_BUSY,
+                        f"too many requests unanswered on this session ({MAX_IN_FLIGHT} at "
+                        f"most, {MAX_WAITING} more waiting); retry later",
+                    )
+                )
             return
         # A response to one of the upstream's requests.
         out_id = message.get("id")
@@ -440,6 +506,28 @@ class Session:
             return
         upstream, upstream_id = target
         nursery.start_soon(upstream.respond, upstream_id, message)
+
+    def _answer(self, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
+        """Answer a request there is room for: at once, or in a task of its own."""
+        msg_id = message["id"]
+        method = message["method"]
+        if method == "ping":
+            self.deliver(jsonrpc.result_response(msg_id, {}))
+        elif msg_id in self._tasks:
+            self.deliver(
+                jsonrpc.error_response(
+                    msg_id, errors.INVALID_REQUEST, f"request id {msg_id!r} is already in use"
+                )
+            )
+        elif self.refusing and method != "initialize":
+            self.deliver(
+                jsonrpc.error_response(msg_id, errors.UPSTREAM_UNAVAILABLE, self.refusing)
+            )
+        else:
+            scope = trio.CancelScope()
+            self._busy()
+            self._tasks[msg_id] = scope
+            nursery.start_soon(self._serve_request, message, scope)
 
     def _on_notification(self, method: str, message: jsonrpc.Message, nursery: trio.Nursery) -> None:
         params = message.get("params")
@@ -452,6 +540,12 @@ class Session:
             scope = self._tasks.get(request_id) if request_id is not None else None
             if scope is not None:
                 scope.cancel()
+                return
+            waiting = next((m for m in self._waiting if m["id"] == request_id), None)
+            if waiting is not None:  # cancelled before it ran: it never will
+                self._waiting.remove(waiting)
+                self.outlet.abandon(request_id)
+                self._maybe_idle()
                 return
             target = (
                 self._server_requests.pop(request_id, None) if isinstance(request_id, str) else None
@@ -486,8 +580,8 @@ class Session:
                         message if trace is None else trace.forwarded(message), timing)
         finally:
             self._tasks.pop(msg_id, None)
-            if not self._tasks:
-                self._idle.set()
+            self._maybe_idle()
+            self._made_room()
         if scope.cancelled_caught:
             outcome = "cancelled"
             self.outlet.abandon(msg_id)

@@ -352,6 +352,10 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.keepalive_s)
     _check(gateway.session_queue >= 1, source, "gateway.session_queue", "an int >= 1",
            gateway.session_queue)
+    _check(gateway.max_batch >= 1, source, "gateway.max_batch", "an int >= 1",
+           gateway.max_batch)
+    _check(gateway.reader_stall_s > 0, source, "gateway.reader_stall_s", "a number > 0",
+           gateway.reader_stall_s)
     _check(gateway.drain_timeout_s >= 0, source, "gateway.drain_timeout_s", "a number >= 0",
            gateway.drain_timeout_s)
     _check(gateway.stop_grace_s > 0, source, "gateway.stop_grace_s", "a number > 0",

@@ -106,7 +106,14 @@ class GatewaySettings:
     state_dir: str = "state"
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 15.0
+    #: Messages queued per legacy SSE / WebSocket session at most (half of it for
+    #: answers); under pressure notifications are dropped, responses never.
     session_queue: int = 256
+    #: A JSON-RPC batch of more messages than this is refused whole (400).
+    max_batch: int = 10_000
+    #: A legacy SSE / WebSocket stream that takes nothing this long while messages
+    #: wait for it is not being read: under pressure its session ends.
+    reader_stall_s: float = 30.0
     #: On SIGTERM, how long in-flight requests may run before streams are closed.
     drain_timeout_s: float = 30.0
     #: How long an upstream gets after stdin EOF and again after SIGTERM before SIGKILL.

@@ -97,6 +97,7 @@ class Metrics:
     stream_bytes: Counter = attrs.field(init=False)
     stream_frames: Counter = attrs.field(init=False)
     rejected: Counter = attrs.field(init=False)
+    notifications_dropped: Counter = attrs.field(init=False)
     tallies: collections.Counter[tuple[str, str, str]] = attrs.field(factory=collections.Counter)
     #: (project, server) → the interval being filled, and the closed ones (console charts).
     _windows: dict[tuple[str, str], _Window] = attrs.field(factory=dict)
@@ -126,6 +127,11 @@ class Metrics:
         self.rejected = Counter(
             "mcp_orch_rejected_requests", "HTTP requests refused, by reason", ["reason"],
             registry=r,
+        )
+        self.notifications_dropped = Counter(
+            "mcp_orch_notifications_dropped",
+            "Notifications for clients dropped because the client read too slowly "
+            "(responses and server requests are never dropped)", ["transport"], registry=r,
         )
 
     def observe_request(

@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 import trio
+
 from actors import Outbox, Outlet, Session, SessionOptions, Transport
 from actors.naming import ProjectSettings
 from actors.session import PROJECT_SERVER
@@ -310,9 +311,18 @@ class Front:
 
     # -- sessions -----------------------------------------------------------------
     async def open_session(self, options: SessionOptions, outlet: Outlet) -> Session:
-        """A new running session; ``503`` while the gateway drains."""
+        """A new running session; ``503`` while the gateway drains.
+
+        The outlet's notifications dropped under pressure are counted in
+        ``mcp_orch_notifications_dropped_total{transport}``; a single-reader
+        outbox gets ``gateway.reader_stall_s``.
+        """
         if self.gateway.draining:
             raise draining()
+        outlet.on_drop = self.gateway.metrics.notifications_dropped.labels(
+            options.transport.value).inc
+        if isinstance(outlet, Outbox):
+            outlet.stall_s = self.gateway.config.gateway.reader_stall_s
         return await self.gateway.registry.open(options, outlet)
 
     def find_session(self, session_id: str, target: Target, transport: Transport) -> Session:
@@ -335,21 +345,31 @@ class Front:
         self, session: Session, messages: tuple[jsonrpc.Message, ...] | list[jsonrpc.Message],
         *, hint: str,
     ) -> None:
-        """Queue client messages on the session, in order.
+        """Queue client messages on the session, in order; several (a batch) go in
+        as one item, so the session takes all of them or none and answers every
+        request of it (``actors/session.py``).
 
-        Error handling: ``404`` when the session ended meanwhile (``hint`` says
-        what the client should do), ``503`` with ``Retry-After`` when its inbox
-        stays full.
+        Error handling: ``400`` for a batch of more than ``gateway.max_batch``
+        messages (nothing is queued; ``reason="batch"``); ``404`` when the
+        session ended meanwhile (``hint`` says what the client should do),
+        ``503`` with ``Retry-After`` when its inbox stays full — in every case
+        nothing of the body was queued.
         """
+        limit = self.gateway.config.gateway.max_batch
+        if len(messages) > limit:
+            raise Refused(400, errors.INVALID_REQUEST,
+                          f"a batch of {len(messages)} messages is over the limit of {limit} "
+                          "(gateway.max_batch); send it in smaller batches", reason="batch")
         traceparent = _TRACEPARENT.get()
-        for message in messages:
-            if traceparent is not None and "id" in message and "method" in message:
-                message = _with_traceparent(message, traceparent)
-            if not await session.submit(message):
-                if session.closing:
-                    raise not_found(f"the session ended; {hint}")
-                raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
-                              headers=[(b"retry-after", b"1")], reason="busy")
+        if traceparent is not None:
+            messages = [_with_traceparent(m, traceparent) if "id" in m and "method" in m else m
+                        for m in messages]
+        item = messages[0] if len(messages) == 1 else tuple(messages)
+        if not await session.submit(item):
+            if session.closing:
+                raise not_found(f"the session ended; {hint}")
+            raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
+                          headers=[(b"retry-after", b"1")], reason="busy")
 
     async def cut_if_stalled(self, http: HttpRequest, session: Session) -> None:
         """Run beside a single-reader stream: once the session has ended because its
@@ -357,8 +377,8 @@ class Front:
         queued (and its close), then close the connection — the socket a client
         does not read is not held."""
         await session.closed.wait()
-        if not session.overflowed or http.scope.get("http_version") == "2":
-            return  # on HTTP/2 the connection carries other streams: only this one ends
+        if not session.overflowed:
+            return
         await trio.sleep(STALL_GRACE_S)
         connections = self.gateway.connections
         if connections is not None and await connections.abort(http.scope.get("client")):

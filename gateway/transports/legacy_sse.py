@@ -8,9 +8,12 @@ Wire behaviour, as the reference SDKs and MCP Inspector speak it:
   without scheme or host (never ``0.0.0.0`` or an internal name).
 * ``POST …/messages?sessionId=`` (the Python SDK says ``session_id``; both
   are accepted) takes one message — or a batch — and answers ``202``. Every
-  response travels on the stream as ``event: message``. A well-formed message
-  that leads to a JSON-RPC error still gets ``202``: the Python SDK client
-  dies on any non-2xx POST, so the error goes on the stream.
+  response travels on the stream as ``event: message``; every request of a
+  batch is answered there, at the pace the stream is read (the session waits
+  for room rather than overflowing its outbox). A batch over
+  ``gateway.max_batch`` is refused whole with ``400`` (``Front.submit``). A
+  well-formed message that leads to a JSON-RPC error still gets ``202``: the
+  Python SDK client dies on any non-2xx POST, so the error goes on the stream.
 * Keep-alive comments every ``keepalive_s`` keep idle streams open through
   Node's 5-minute idle timeout and proxies; the gateway's heartbeat asks for
   them (``gateway/http/keepalive.py``), so an idle stream holds no timer.

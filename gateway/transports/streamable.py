@@ -103,11 +103,8 @@ async def stream_frames(
                 yield sse.event(b"", event_id=stream.event_id(after),
                                 retry_ms=settings.sse_retry_ms)
             while True:
-                try:
-                    batch = stream.pending_after(last)
-                except EventsLost as exc:
-                    log.warning("session %s: %s", session.session_id, exc)
-                    return
+                # Live: notifications dropped under pressure are skipped, never a response.
+                batch = stream.pending_after(last)
                 for seq, message in batch:
                     frame = sse.event(jsonrpc.dumps(message), event_id=stream.event_id(seq))
                     frames.inc()
@@ -149,7 +146,7 @@ async def await_answer(session: Session, stream: EventStream, *, batch: bool, ss
     while not (stream.finished or stream.has_non_response()):
         await stream.wait_changed()
     if stream.finished and not stream.has_non_response():
-        replies = [m for _, m in stream.events]
+        replies = stream.responses()
         if not replies:
             if session.closing:
                 return ("ended", None)
@@ -306,23 +303,21 @@ class Streamable:
         if last_event_id:
             try:
                 stream, after = streams.resolve(last_event_id)
-                stream.pending_after(after)
+                stream.pending_after(after, strict=True)
             except (KeyError, ValueError):
                 raise Refused(404, errors.INVALID_REQUEST,
                               f"unknown Last-Event-ID {last_event_id!r}: that stream is gone",
                               reason="session") from None
             except EventsLost as exc:
-                raise Refused(409, errors.INVALID_REQUEST, str(exc)) from None
+                # From ``resumeFrom`` on everything is still kept (a response always is).
+                raise Refused(409, errors.INVALID_REQUEST, str(exc),
+                              data={"resumeFrom": exc.resume_from}) from None
             if stream.attached:
                 raise Refused(409, errors.INVALID_REQUEST, "that stream is already being read")
             return self._stream_reply(session, stream, after, priming=False)
         standalone = streams.standalone
         if standalone.attached:
             raise Refused(409, errors.INVALID_REQUEST, "this session's stream is already open")
-        try:
-            standalone.pending_after(standalone.delivered)
-        except EventsLost:
-            standalone.delivered = standalone.events[0][0] - 1
         return self._stream_reply(session, standalone, standalone.delivered, priming=False)
 
     # -- DELETE -------------------------------------------------------------------

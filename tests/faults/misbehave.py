@@ -10,6 +10,9 @@ misbehaves as ``MODE`` says:
 * ``huge``: after ``initialize``, a ``tools/call`` of tool ``huge`` writes one
   64 MB line with no newline until the end, then keeps running;
 * ``flood``: every ``tools/call`` first sends 5,000 ``notifications/message``;
+* ``deluge``: every ``tools/call`` first sends ``arguments.count`` (default
+  20,000) ``notifications/message`` of about 1 KB each — more than socket
+  buffers hold, so a client that reads slowly is under pressure;
 * ``ignore-eof``: keep running after stdin closes;
 * ``children``: start two ``sleep 600`` grandchildren in its process group;
 * ``plain``: no misbehaviour.
@@ -78,6 +81,12 @@ def main() -> None:
                 for n in range(5000):
                     write({"jsonrpc": "2.0", "method": "notifications/message",
                            "params": {"level": "info", "data": f"flood {n}"}})
+            if mode == "deluge":
+                padding = "d" * 1000
+                count = int((message["params"].get("arguments") or {}).get("count", 20000))
+                for n in range(count):
+                    write({"jsonrpc": "2.0", "method": "notifications/message",
+                           "params": {"level": "info", "data": f"deluge {n} {padding}"}})
             text = str((message["params"].get("arguments") or {}).get("text", ""))
             write({"jsonrpc": "2.0", "id": msg_id,
                    "result": {"content": [{"type": "text", "text": text}]}})
