@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 import trio
+
 from actors import ServerSupervisor, SessionRegistry
 from actors.project import ProjectSession
 from actors.session import PROJECT_SERVER

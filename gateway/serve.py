@@ -24,6 +24,7 @@ import attrs
 import hypercorn.config
 import hypercorn.trio
 import trio
+
 from actors import run_registry
 from config import Config, Store, declared_projects, expand_env
 from upstream.stdio import open_reaper

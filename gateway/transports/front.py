@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -100,10 +100,16 @@ class JsonReply:
 
 @attrs.frozen
 class StreamReply:
-    """An answer that is an SSE stream of ``frames``."""
+    """An answer that is an SSE stream of ``frames``.
+
+    ``on_close`` runs once the answer is over, however it ended — also when the
+    client left before the first frame, when ``frames`` never started and so
+    never ran its own ``finally``.
+    """
 
     frames: AsyncIterator[bytes]
     headers: Headers = attrs.field(factory=list)
+    on_close: Callable[[], None] | None = None
 
 
 Reply = JsonReply | StreamReply
@@ -114,8 +120,22 @@ async def send_reply(http: HttpRequest, reply: Reply) -> None:
     """Send a :data:`Reply` over HTTP (a stream until it ends or the client leaves)."""
     if isinstance(reply, JsonReply):
         await http.reply(reply.status, jsonrpc.dumps(reply.message), reply.headers)
-    else:
+        return
+    try:
         await http.stream(reply.frames, [*_STREAM_HEADERS, *reply.headers])
+    finally:
+        if reply.on_close is not None:
+            reply.on_close()
+
+
+OutletT = TypeVar("OutletT")
+
+
+def outlet_of(session: Session, kind: type[OutletT]) -> OutletT:
+    """The session's outlet, which its transport made of ``kind``."""
+    outlet = session.outlet
+    assert isinstance(outlet, kind)
+    return outlet
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ import logging
 
 import attrs
 import trio
+
 from actors import Outbox, Transport
 from upstream import errors
 

@@ -53,6 +53,7 @@ from .front import (
     Reply,
     StreamReply,
     Target,
+    outlet_of,
     parse_json,
     validate,
 )
@@ -176,12 +177,6 @@ def check_session_version(version: str | None) -> None:
                       + f" ({', '.join(STATELESS_VERSIONS)}: without a session)")
 
 
-def _streams(session: Session) -> StreamSet:
-    outlet = session.outlet
-    assert isinstance(outlet, StreamSet)
-    return outlet
-
-
 @attrs.define(eq=False)
 class Streamable:
     """``POST``, ``GET`` and ``DELETE`` of ``…/mcp`` for one gateway."""
@@ -265,7 +260,7 @@ class Streamable:
         if len(set(map(repr, ids))) != len(ids):
             raise Refused(400, errors.INVALID_REQUEST, "duplicate request ids in the batch")
         session = self._session(http, target)
-        streams = _streams(session)
+        streams = outlet_of(session, StreamSet)
         negotiated = session.protocol_version or version or DEFAULT_VERSION
         if parsed.batch and negotiated != "2025-03-26":
             raise Refused(400, errors.INVALID_REQUEST,
@@ -275,7 +270,7 @@ class Streamable:
         stream = streams.open(ids) if requests else None
         try:
             await self.front.submit(session, parsed.messages, hint=_HINT)
-        except Refused:
+        except BaseException:  # refused, or the client left while waiting for room
             for request_id in ids:
                 streams.abandon(request_id)
             raise
@@ -298,7 +293,7 @@ class Streamable:
         if not _accepts(http.header("accept"), "text/event-stream"):
             raise Refused(406, errors.INVALID_REQUEST, "Accept must list text/event-stream")
         session = self._session(http, target)
-        streams = _streams(session)
+        streams = outlet_of(session, StreamSet)
         last_event_id = http.header("last-event-id")
         if last_event_id:
             try:

@@ -29,6 +29,7 @@ import logging
 
 import attrs
 import trio
+
 from actors import Outbox, Session, Transport
 from upstream import errors, jsonrpc
 

@@ -72,7 +72,16 @@ from upstream.errors import HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY, UNSUPPOR
 
 from ...http import sse
 from ...http.asgi import HttpRequest
-from ..front import Front, JsonReply, Refused, Reply, StreamReply, Target, draining
+from ..front import (
+    Front,
+    JsonReply,
+    Refused,
+    Reply,
+    StreamReply,
+    Target,
+    draining,
+    outlet_of,
+)
 from .outlet import StatelessStreams
 from .request_state import BadRequestState, RequestState, StateSigner, binding_of
 
@@ -237,9 +246,7 @@ class Exchange:
 
 
 def _outlet(session: Session) -> StatelessStreams:
-    outlet = session.outlet
-    assert isinstance(outlet, StatelessStreams)
-    return outlet
+    return outlet_of(session, StatelessStreams)
 
 
 @attrs.define(eq=False)
@@ -405,7 +412,7 @@ class StatelessEndpoint:
         named = params.get(NAMED.get(method, ""))
         binding = binding_of(method, named if isinstance(named, str) else None, target.key_hash)
         if "requestState" in params:
-            exchange = await self._resume(params, binding, http)
+            exchange = await self._resume(target, params, binding, http)
         else:
             session = await self._open_session(target, meta)
             if method == "tools/call" and isinstance(named, str):
@@ -437,7 +444,8 @@ class StatelessEndpoint:
                     {"jsonrpc": "2.0", "id": out_id, "result": responses[key]})
         return await self._respond(exchange, message["id"])
 
-    async def _resume(self, params: dict[str, Any], binding: str, http: HttpRequest) -> Exchange:
+    async def _resume(self, target: Target, params: dict[str, Any], binding: str,
+                      http: HttpRequest) -> Exchange:
         try:
             state = self.signer.verify(params["requestState"])
         except BadRequestState as exc:
@@ -446,6 +454,9 @@ class StatelessEndpoint:
             raise Refused(400, errors.INVALID_PARAMS,
                                  "requestState was issued for another request or key")
         session = self.gateway.registry.get(state.session_id)
+        if session is not None and (session.project != target.project
+                                    or session.server_name != target.server_name):
+            session = None  # a call parked behind another endpoint is not this one's
         outlet = session.outlet if session is not None else None
         exchange = outlet.parked if isinstance(outlet, StatelessStreams) else None
         if exchange is None or outlet.mrtr_round != state.round:  # type: ignore[union-attr]
@@ -619,11 +630,14 @@ class StatelessEndpoint:
                     if finished(message):
                         return
             finally:
-                if not done:
-                    exchange.session.close("the client went away")
+                gone()
                 await rounds.aclose()
 
-        return StreamReply(body())
+        def gone() -> None:
+            if not done:
+                exchange.session.close("the client went away")
+
+        return StreamReply(body(), on_close=gone)
 
     # -- subscriptions/listen -----------------------------------------------------
     async def _listen(self, target: Target, message: jsonrpc.Message,
@@ -700,4 +714,4 @@ class StatelessEndpoint:
             finally:
                 session.close("listen stream closed")
 
-        return StreamReply(body())
+        return StreamReply(body(), on_close=lambda: session.close("listen stream closed"))
