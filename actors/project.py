@@ -26,6 +26,14 @@ transports as a per-server session; only the routing differs, so this is a
   as they are unless two servers list the same one; that one is exposed as
   ``mcp-orch://<server>/<percent-encoded URI>``. Reads, subscriptions and
   completions are routed by reference.
+* Tool policy (``actors/policy.py``): the project's ``allow``/``deny``/
+  ``read_only`` and the key's ``allow`` list decide which tools are listed
+  and may be called — a hidden tool is "unknown tool", as if it did not
+  exist, and each refused call is logged with the key's prefix. A tool's
+  ``rename`` is its exposed name; ``description``/``title`` overrides are
+  applied to the listing. ``max_concurrent`` bounds the calls in flight at
+  each server across the project's sessions (``RATE_LIMITED`` beyond it).
+  A policy change (:meth:`ProjectSession.set_policy`) is a tools list change.
 * A server's ``list_changed``, restart, failure or removal sends one
   ``list_changed`` of each kind to the client (duplicates arriving together
   are coalesced).
@@ -46,9 +54,11 @@ import attrs
 import trio
 
 from config import ServerConfig
+from config.models import ToolPolicy
 from upstream import errors, jsonrpc
 
-from .naming import ProjectSettings, candidate, exposed_names
+from .naming import ProjectSettings, candidate
+from .policy import Access, names_with_renames, override_tool, renames
 from .session import READY_WAIT_S, Session, negotiate_version
 from .supervisor import ServerSupervisor
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
@@ -210,10 +220,21 @@ class ProjectSession(Session):
     _names: dict[str, dict[str, tuple[str, str]]] = attrs.field(factory=dict)
     _exposed: dict[str, dict[tuple[str, str], str]] = attrs.field(factory=dict)
     _changed: set[str] = attrs.field(factory=set)
+    #: What this session may show and serve (``actors/policy.py``); see :meth:`set_policy`.
+    access: Access = attrs.field(init=False, default=attrs.Factory(
+        lambda self: self.options.access or Access(), takes_self=True))
 
     @property
     def settings(self) -> ProjectSettings:
         return self.options.project_settings or ProjectSettings()
+
+    def set_policy(self, policy: ToolPolicy) -> None:
+        """The project's tool policy changed (a config or store change): later lists
+        and calls follow it, and the client is told the tools list changed."""
+        if policy == self.access.policy:
+            return
+        self.access = attrs.evolve(self.access, policy=policy)
+        self._note_changed(("tools",))
 
     # -- hooks: membership --------------------------------------------------------
     def _attach(self) -> None:
@@ -411,7 +432,7 @@ class ProjectSession(Session):
 
     async def tool_headers(self, name: str) -> dict[str, str]:
         found = await self._resolve("tools", name)
-        if found is None:
+        if found is None or not self._permitted(*found, name):
             return {}
         member, original = found
         upstream = await self._ready(member, READY_WAIT_S, wait_restart=True)
@@ -435,6 +456,11 @@ class ProjectSession(Session):
                 return jsonrpc.error_response(
                     msg_id, errors.INVALID_PARAMS, f"unknown {key[:-1]}: {name}")
             member, original = found
+            if key == "tools" and not self._permitted(member, original, name):
+                log.info("session %s (%s): tools/call of %r refused by the tool policy",
+                         self.session_id, self.access.who, name)
+                return jsonrpc.error_response(msg_id, errors.INVALID_PARAMS,
+                                              f"unknown tool: {name}")
             return await self._call(member, {**message, "params": {**params, "name": original}},
                                     timing)
         if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
@@ -456,8 +482,35 @@ class ProjectSession(Session):
         return jsonrpc.error_response(msg_id, errors.METHOD_NOT_FOUND,
                                       f"method not found: {method}")
 
+    def _permitted(self, member: Member, original: str, exposed: str) -> bool:
+        """Whether the tool ``original`` of ``member``, exposed as ``exposed``, is shown
+        and served under this session's :class:`~actors.policy.Access`."""
+        listed = next((t for t in member.listed.get("tools", []) if t.get("name") == original),
+                      None)
+        return self.access.permits(exposed, listed)
+
     async def _call(self, member: Member, message: jsonrpc.Message,
                     timing: list[float]) -> jsonrpc.Message:
+        gate = self.access.gate
+        if gate is None:
+            return await self._call_now(member, message, timing)
+        limited = gate.enter(member.name)
+        if limited is not None:
+            log.info("session %s (%s): %s to server %s refused: max_concurrent (%s) reached",
+                     self.session_id, self.access.who, message["method"], member.name,
+                     gate.limit)
+            return jsonrpc.error_response(
+                message["id"], errors.RATE_LIMITED,
+                f"server '{member.name}' already serves max_concurrent = {gate.limit} "
+                "calls of this project; retry", {"retryAfterMs": limited.retry_after_ms,
+                                                 "scope": limited.scope})
+        try:
+            return await self._call_now(member, message, timing)
+        finally:
+            gate.leave(member.name)
+
+    async def _call_now(self, member: Member, message: jsonrpc.Message,
+                        timing: list[float]) -> jsonrpc.Message:
         timeout_s = member.config.request_timeout_s
         try:
             upstream = await self._ready(member, min(READY_WAIT_S, timeout_s), wait_restart=True)
@@ -630,7 +683,10 @@ class ProjectSession(Session):
         ]
         prefixes = {member.name: member.prefix for member in self.members.values()}
         settings = self.settings
-        names = exposed_names(pairs, prefixes, settings.separator, settings.max_name)
+        renamed = renames((m.name, m.config) for m in self.members.values()) if (
+            key == "tools") else {}
+        names = names_with_renames(pairs, prefixes, settings.separator, settings.max_name,
+                                   renamed)
         self._exposed[key] = names
         self._names[key] = {exposed: pair for pair, exposed in names.items()}
 
@@ -640,11 +696,13 @@ class ProjectSession(Session):
         pair = self._names.get(key, {}).get(exposed)
         if pair is None:
             settings = self.settings
+            renamed = [m.name for m in self.members.values() if key == "tools" and any(
+                o.rename == exposed for o in m.config.tools.values())]
             prefixed = [m.name for m in self.members.values() if m.prefix and exposed.startswith(
                 candidate(m.prefix, settings.separator, ""))]
             bare = [m.name for m in self.members.values() if not m.prefix]
             method = "tools/list" if key == "tools" else "prompts/list"
-            for group in (prefixed, bare):
+            for group in (renamed, prefixed, bare):
                 if group:
                     await self._fan_out(method, dict.fromkeys(group), all_pages=True)
                     pair = self._names.get(key, {}).get(exposed)
@@ -657,7 +715,15 @@ class ProjectSession(Session):
     def _expose_item(self, key: str, server: str, item: dict[str, Any]) -> dict[str, Any] | None:
         if key in ("tools", "prompts"):
             exposed = self._exposed.get(key, {}).get((server, item.get("name")))  # type: ignore[arg-type]
-            return {**item, "name": exposed} if exposed is not None else None
+            if exposed is None:
+                return None
+            if key == "tools":
+                if not self.access.permits(exposed, item):
+                    return None
+                member = self.members.get(server)
+                override = member.config.tools.get(item["name"]) if member else None
+                return override_tool({**item, "name": exposed}, override)
+            return {**item, "name": exposed}
         if key == "resources" and isinstance(item.get("uri"), str):
             return {**item, "uri": self._expose_uri(server, item["uri"])}
         if key == "resourceTemplates" and isinstance(item.get("uriTemplate"), str):

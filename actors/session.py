@@ -49,6 +49,7 @@ from upstream import errors, jsonrpc
 from .context import REQUEST_ID, SESSION_ID
 from .naming import ProjectSettings
 from .outlet import Outlet
+from .policy import Access
 from .supervisor import ServerSupervisor
 from .tracing import RequestTracer
 from .upstream import GATEWAY_INFO, Upstream, UpstreamError
@@ -126,6 +127,9 @@ class SessionOptions:
     servers: Mapping[str, tuple[ServerConfig, ServerSupervisor | None]] | None = None
     #: A project session's naming and list fan-out settings.
     project_settings: ProjectSettings | None = None
+    #: A project session's tool policy, its key's allow list and prefix, and the
+    #: project's concurrency gate (``actors/policy.py``); ``None``: no narrowing.
+    access: Access | None = None
 
     @property
     def server_name(self) -> str:

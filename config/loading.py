@@ -24,9 +24,21 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn
 
 from .errors import ConfigError
-from .models import NAME_PATTERN, Config, GatewaySettings, ProjectConfig, ServerConfig, env_refs
+from .models import (
+    NAME_PATTERN,
+    Config,
+    GatewaySettings,
+    ProjectConfig,
+    RateLimits,
+    ServerConfig,
+    ToolOverride,
+    ToolPolicy,
+    env_refs,
+)
 
 HTTP_SCHEMES = ("http://", "https://")
+#: What the project endpoint may expose as a tool name (a ``rename`` must match it).
+EXPOSED_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 WS_SCHEMES = ("ws://", "wss://")
 
 
@@ -91,6 +103,12 @@ def _str_mapping(value: Any, _: type) -> dict[str, str]:
     return dict(value)
 
 
+def _overrides(conv: cattrs.Converter, value: Any) -> dict[str, ToolOverride]:
+    if not isinstance(value, dict):
+        raise _FieldError(f"expected a table of tool tables, got {_describe(value)}")
+    return {name: conv.structure(item, ToolOverride) for name, item in value.items()}
+
+
 def _is_literal(tp: Any) -> bool:
     return typing.get_origin(tp) is typing.Literal
 
@@ -132,6 +150,8 @@ def _converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _str_tuple)
     conv.register_structure_hook_func(lambda t: t == Mapping[str, str], _str_mapping)
     conv.register_structure_hook_factory(_is_literal, _literal_hook)
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, ToolOverride],
+                                      lambda v, _: _overrides(conv, v))
     conv.register_structure_hook_factory(attrs.has, _table_hook)
     return conv
 
@@ -235,6 +255,47 @@ def _validate_server(server: ServerConfig, source: str, where: str) -> None:
         _check(value > 0, source, f"{where}.restart.{field}", "a number > 0", value)
     _check(r.backoff_max_s >= r.backoff_initial_s, source, f"{where}.restart.backoff_max_s",
            f"a number >= backoff_initial_s ({r.backoff_initial_s:g})", r.backoff_max_s)
+    renames: dict[str, str] = {}
+    for tool, override in server.tools.items():
+        if override.rename is None:
+            continue
+        _check(EXPOSED_NAME.fullmatch(override.rename) is not None, source,
+               f"{where}.tools.{tool}.rename", "1 to 64 of the characters A-Z a-z 0-9 _ -",
+               override.rename)
+        if override.rename in renames:
+            raise ConfigError.at(source, f"{where}.tools.{tool}.rename",
+                                 f"{override.rename!r} is already the rename of tool "
+                                 f"{renames[override.rename]!r}")
+        renames[override.rename] = tool
+
+
+def _validate_project(project: ProjectConfig, source: str, where: str) -> None:
+    """The policy and limits of a project, and that no two of its renames collide."""
+    limits = project.limits
+    for field in ("rate", "project_rate"):
+        value = getattr(limits, field)
+        if value is not None:
+            _check(value > 0, source, f"{where}.limits.{field}", "a number > 0", value)
+    for field, rate in (("burst", "rate"), ("project_burst", "project_rate")):
+        value = getattr(limits, field)
+        if value is not None:
+            _check(value >= 1, source, f"{where}.limits.{field}", "an int >= 1", value)
+            _check(getattr(limits, rate) is not None, source, f"{where}.limits.{field}",
+                   f"{rate} to be set as well", value)
+    if limits.max_concurrent is not None:
+        _check(limits.max_concurrent >= 1, source, f"{where}.limits.max_concurrent",
+               "an int >= 1", limits.max_concurrent)
+    seen: dict[str, str] = {}
+    for server in project.servers.values():
+        for tool, override in server.tools.items():
+            if override.rename is None:
+                continue
+            here = f"{server.name}.tools.{tool}"
+            if override.rename in seen:
+                raise ConfigError.at(source, f"{where}.servers.{here}.rename",
+                                     f"{override.rename!r} is already the rename of "
+                                     f"{seen[override.rename]}")
+            seen[override.rename] = here
 
 
 def parse_server(
@@ -282,6 +343,9 @@ def server_spec(server: ServerConfig) -> dict[str, Any]:
     }
     if server.prefix is not None:
         spec["prefix"] = server.prefix
+    if server.tools:
+        spec["tools"] = {name: {k: v for k, v in attrs.asdict(o).items() if v is not None}
+                         for name, o in server.tools.items()}
     for field in ("command", "cwd", "url"):
         value = getattr(server, field)
         if value:
@@ -312,16 +376,55 @@ def _only_refs(value: str) -> bool:
     return isinstance(value, str) and re.fullmatch(r"(\$\{[A-Za-z_][A-Za-z0-9_]*\})+", value) is not None
 
 
-def declared_projects(config: Config) -> dict[str, tuple[str, dict[str, dict[str, Any]]]]:
-    """What a config file declares, in the form ``Store.apply_declared`` takes."""
+def project_settings(project: ProjectConfig) -> dict[str, Any]:
+    """A project's ``policy`` and ``limits`` as config-file tables (what the store keeps
+    in the project's ``settings``; unset values and empty tables are left out)."""
+    settings: dict[str, Any] = {}
+    for table in ("policy", "limits"):
+        value = getattr(project, table)
+        default = type(value)()
+        fields = {k: list(v) if isinstance(v, (tuple, list)) else v
+                  for k, v in attrs.asdict(value).items()
+                  if v != getattr(default, k)}
+        if fields:
+            settings[table] = fields
+    return settings
+
+
+def parse_project_settings(
+    name: str, raw: Any, source: str
+) -> tuple[ToolPolicy, RateLimits]:
+    """The inverse of :func:`project_settings`. Error handling: :class:`ConfigError`
+    naming ``projects.NAME.policy…`` or ``…limits…``."""
+    where = f"projects.{name}"
+    raw = _table(raw, source, where)
+    unknown = set(raw) - {"policy", "limits"}
+    if unknown:
+        raise ConfigError.at(source, where, f"unknown settings {sorted(unknown)}")
+    policy = _structure(_table(raw.get("policy", {}), source, f"{where}.policy"), ToolPolicy,
+                        source, f"{where}.policy")
+    limits = _structure(_table(raw.get("limits", {}), source, f"{where}.limits"), RateLimits,
+                        source, f"{where}.limits")
+    project = ProjectConfig(name=name, policy=policy, limits=limits)
+    _validate_project(project, source, where)
+    return policy, limits
+
+
+def declared_projects(
+    config: Config,
+) -> dict[str, tuple[str, dict[str, dict[str, Any]], dict[str, Any]]]:
+    """What a config file declares, in the form ``Store.apply_declared`` takes:
+    name → (auth, {server: spec}, settings — :func:`project_settings`)."""
     return {
-        name: (project.auth, {s.name: server_spec(s) for s in project.servers.values()})
+        name: (project.auth, {s.name: server_spec(s) for s in project.servers.values()},
+               project_settings(project))
         for name, project in config.projects.items()
     }
 
 
 def projects_from_store(projects: Any, servers: Any, source: str) -> dict[str, ProjectConfig]:
-    """Build the run-time projects from store rows (``Store.projects()``, ``Store.servers()``)."""
+    """Build the run-time projects from store rows (``Store.projects()``, ``Store.servers()``);
+    a project row's ``settings`` carry its policy and limits."""
     result: dict[str, ProjectConfig] = {}
     by_project: dict[str, dict[str, ServerConfig]] = {p.name: {} for p in projects}
     for row in servers:
@@ -329,9 +432,12 @@ def projects_from_store(projects: Any, servers: Any, source: str) -> dict[str, P
             row.project, row.name, row.spec, source
         )
     for project in projects:
+        policy, limits = parse_project_settings(project.name, project.settings, source)
         result[project.name] = ProjectConfig(
-            name=project.name, auth=project.auth, servers=by_project[project.name]
+            name=project.name, auth=project.auth, servers=by_project[project.name],
+            policy=policy, limits=limits,
         )
+        _validate_project(result[project.name], source, f"projects.{project.name}")
     return result
 
 
@@ -403,7 +509,16 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
         servers: dict[str, ServerConfig] = {}
         for sname, sraw in servers_raw.items():
             servers[sname] = parse_server(pname, sname, sraw, source, base_dir)
-        projects[pname] = attrs.evolve(project, servers=servers)
+        project = attrs.evolve(project, servers=servers)
+        _validate_project(project, source, where)
+        for server in servers.values():
+            for tool, override in server.tools.items():
+                if override.rename is not None:
+                    _check(len(override.rename) <= gateway.max_tool_name, source,
+                           f"{where}.servers.{server.name}.tools.{tool}.rename",
+                           f"at most gateway.max_tool_name ({gateway.max_tool_name}) "
+                           "characters", override.rename)
+        projects[pname] = project
     return Config(gateway=gateway, projects=projects, source=source)
 
 

@@ -36,6 +36,48 @@ class RestartPolicy:
 
 
 @attrs.frozen
+class ToolOverride:
+    """``[projects.P.servers.S.tools.NAME]``: how the project endpoint shows one tool
+    (``NAME`` is the server's own name, which is what still goes upstream).
+
+    ``rename`` replaces the whole exposed name (prefix included); it must match
+    the exposed-name pattern and is checked for collisions like any other name.
+    """
+
+    rename: str | None = None
+    description: str | None = None
+    title: str | None = None
+
+
+@attrs.frozen
+class ToolPolicy:
+    """``[projects.P.policy]``: which tools the project endpoint shows and serves.
+
+    ``allow`` and ``deny`` are ``fnmatch`` globs on exposed tool names; deny
+    wins, no ``allow`` list allows every name. ``read_only`` hides every tool
+    not annotated ``readOnlyHint: true``. A hidden tool is "unknown tool".
+    """
+
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+@attrs.frozen
+class RateLimits:
+    """``[projects.P.limits]``: token buckets per API key (``rate``/``burst``) and for the
+    whole project (``project_rate``/``project_burst``), in requests per second, and
+    ``max_concurrent`` calls in flight per server of the project endpoint. Unset: no limit.
+    A bucket's ``burst`` defaults to ``max(1, ceil(rate))``."""
+
+    rate: float | None = None
+    burst: int | None = None
+    project_rate: float | None = None
+    project_burst: int | None = None
+    max_concurrent: int | None = None
+
+
+@attrs.frozen
 class ServerConfig:
     """One upstream MCP server: a stdio subprocess (``command``) or a remote endpoint (``url``).
 
@@ -70,6 +112,8 @@ class ServerConfig:
     #: prefixed with (then ``gateway.tool_separator``): ``None`` means the
     #: server's name, ``""`` no prefix at all (see ``actors/naming.py``).
     prefix: str | None = None
+    #: Per-tool overrides on the project endpoint, by the server's own tool name.
+    tools: Mapping[str, ToolOverride] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 @attrs.frozen
@@ -79,6 +123,10 @@ class ProjectConfig:
     name: str
     auth: Literal["api-key", "none"] = "api-key"
     servers: Mapping[str, ServerConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    #: What the project endpoint shows and serves (``actors/policy.py``).
+    policy: ToolPolicy = ToolPolicy()
+    #: Request rates and concurrency (``actors/policy.py``, ``gateway/core.py``).
+    limits: RateLimits = RateLimits()
 
 
 @attrs.frozen

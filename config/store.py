@@ -13,6 +13,11 @@ write method goes through ``Store._write``, so a change and its audit row
 are stored together or not at all. Audit rows name a key by its prefix,
 never the key or its hash.
 
+Schema 3 gives a key an optional ``allow`` list (JSON array of globs on the
+project endpoint's tool names, narrowing what that key may see and call) and
+a project its ``settings`` (JSON: the config file's ``policy`` and ``limits``
+tables); keys and projects of older files get none (no narrowing).
+
 Keys are 256-bit random strings (``mcpo_`` + 43 URL-safe characters), shown
 once at creation. Only their SHA-256 is stored — a fast hash is right for
 high-entropy secrets, and lets every request be checked with one indexed
@@ -47,7 +52,7 @@ from .errors import StoreError as StoreError
 KEY_PREFIX = "mcpo_"
 #: The audit actor of a key write whose caller names none (tests, scripts).
 UNATTRIBUTED = "unattributed"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -89,8 +94,12 @@ CREATE TABLE audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 """
+_SCHEMA_V3 = """
+ALTER TABLE api_keys ADD COLUMN allow TEXT;
+ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'
+"""
 #: Migration scripts by the version they lead to; version 1 is the first schema.
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 
 def hash_key(key: str) -> str:
@@ -108,6 +117,12 @@ class KeyInfo:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    #: Globs on exposed tool names this key is narrowed to; ``None``: not narrowed.
+    allow: tuple[str, ...] | None = None
+
+
+def _allow_from(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(json.loads(text))
 
 
 @attrs.frozen
@@ -128,6 +143,8 @@ class ProjectRow:
     name: str
     auth: str
     source: str
+    #: The project's ``policy`` and ``limits`` tables (``config.loading.project_settings``).
+    settings: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -235,8 +252,9 @@ class Store:
     # -- projects and servers --------------------------------------------------
     def projects(self) -> list[ProjectRow]:
         with self._lock:
-            rows = self._db.execute("SELECT id, name, auth, source FROM projects ORDER BY name")
-            return [ProjectRow(*row) for row in rows.fetchall()]
+            rows = self._db.execute(
+                "SELECT id, name, auth, source, settings FROM projects ORDER BY name")
+            return [ProjectRow(*row[:4], json.loads(row[4])) for row in rows.fetchall()]
 
     def servers(self, project: str | None = None) -> list[ServerRow]:
         query = ("SELECT p.name, s.name, s.spec, s.source FROM servers s "
@@ -355,28 +373,38 @@ class Store:
         return result
 
     def apply_declared(
-        self, projects: dict[str, tuple[str, dict[str, dict[str, Any]]]], *, actor: str
+        self, projects: dict[str, tuple[Any, ...]], *, actor: str
     ) -> list[str]:
         """Make the store hold what a config file declares; returns the changes made.
 
-        ``projects`` maps a name to (auth, {server name: spec}). What the file
+        ``projects`` maps a name to (auth, {server name: spec}) or (auth, {server
+        name: spec}, settings) — settings being the ``policy`` and ``limits``
+        tables (``config.loading.project_settings``; absent: none). What the file
         declares is created or updated; what it created before and no longer
         declares is removed; what the CLI or admin API created is left alone.
         """
         changes: list[str] = []
         with self._write(actor, "apply", "config") as change:
             db = change.db
-            existing = {name: (pid, auth, source) for pid, name, auth, source in db.execute(
-                "SELECT id, name, auth, source FROM projects").fetchall()}
-            for name, (auth, servers) in projects.items():
+            existing = {name: (pid, auth, source, settings)
+                        for pid, name, auth, source, settings in db.execute(
+                            "SELECT id, name, auth, source, settings FROM projects").fetchall()}
+            for name, declared in projects.items():
+                auth, servers = declared[0], declared[1]
+                settings = json.dumps(declared[2] if len(declared) > 2 else {}, sort_keys=True)
                 if name not in existing:
                     db.execute(
-                        "INSERT INTO projects (name, auth, source, created_at) "
-                        "VALUES (?, ?, 'config', ?)", (name, auth, time.time()))
+                        "INSERT INTO projects (name, auth, source, created_at, settings) "
+                        "VALUES (?, ?, 'config', ?, ?)", (name, auth, time.time(), settings))
                     changes.append(f"created project {name}")
-                elif existing[name][1] != auth:
-                    db.execute("UPDATE projects SET auth = ? WHERE name = ?", (auth, name))
-                    changes.append(f"updated project {name} (auth = {auth})")
+                else:
+                    if existing[name][1] != auth:
+                        db.execute("UPDATE projects SET auth = ? WHERE name = ?", (auth, name))
+                        changes.append(f"updated project {name} (auth = {auth})")
+                    if existing[name][3] != settings:
+                        db.execute("UPDATE projects SET settings = ? WHERE name = ?",
+                                   (settings, name))
+                        changes.append(f"updated project {name} (policy and limits: {settings})")
                 project_id = self._project_id(db, name)
                 stored = {n: (spec, src) for n, spec, src in db.execute(
                     "SELECT name, spec, source FROM servers WHERE project_id = ?",
@@ -393,7 +421,7 @@ class Store:
                         db.execute("DELETE FROM servers WHERE project_id = ? AND name = ?",
                                    (project_id, server))
                         changes.append(f"removed server {name}/{server}")
-            for name, (_, _, source) in existing.items():
+            for name, (_, _, source, _) in existing.items():
                 if source == "config" and name not in projects:
                     db.execute("DELETE FROM projects WHERE name = ?", (name,))
                     changes.append(f"removed project {name}")
@@ -431,24 +459,37 @@ class Store:
 
     def create_key(
         self, project: str, name: str = "default", expires_at: float | None = None, *,
-        actor: str = UNATTRIBUTED,
+        actor: str = UNATTRIBUTED, allow: tuple[str, ...] | list[str] | None = None,
     ) -> str:
         """Create a key for ``project`` and return it; it is not retrievable later.
 
-        The audit row (``key.create``) names the key by its prefix, never more.
+        ``allow`` narrows the key to tools whose exposed names match one of
+        these globs (within the project's own policy); ``None`` does not narrow.
+        The audit row (``key.create``) names the key by its prefix, never more,
+        and records its ``allow`` list (a policy change).
         """
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         prefix = key[:12]
         detail = f"project={project} name={name}"
         if expires_at is not None:
             detail += f" expires_at={expires_at:.0f}"
+        allow_text = None if allow is None else json.dumps(list(allow))
+        if allow_text is not None:
+            detail += f" allow={allow_text}"
         with self._write(actor, "key.create", prefix, detail) as change:
             change.db.execute(
-                "INSERT INTO api_keys (project, name, prefix, key_hash, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (project, name, prefix, hash_key(key), time.time(), expires_at),
+                "INSERT INTO api_keys (project, name, prefix, key_hash, created_at, expires_at,"
+                " allow) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (project, name, prefix, hash_key(key), time.time(), expires_at, allow_text),
             )
         return key
+
+    def key_allow(self, key_hash: str) -> tuple[str, ...] | None:
+        """The ``allow`` list of the key with this hash (``None``: not narrowed, or no key)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT allow FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return None if row is None else _allow_from(row[0])
 
     def project_for_key(self, key: str) -> str | None:
         """The project of an active key, or ``None`` (unknown, revoked or expired)."""
@@ -507,14 +548,15 @@ class Store:
 
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
         """Every key (of ``project``, if given), oldest first, without secrets."""
-        query = "SELECT prefix, name, project, created_at, expires_at, revoked_at FROM api_keys"
+        query = ("SELECT prefix, name, project, created_at, expires_at, revoked_at, allow "
+                 "FROM api_keys")
         args: tuple[str, ...] = ()
         if project is not None:
             query += " WHERE project = ?"
             args = (project,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [KeyInfo(*row) for row in rows]
+        return [KeyInfo(*row[:6], _allow_from(row[6])) for row in rows]
 
     def revoke_key(self, prefix: str, *, actor: str = UNATTRIBUTED) -> bool:
         """Revoke the active key(s) with this prefix; ``True`` if one was revoked.

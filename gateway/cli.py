@@ -121,11 +121,14 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             raise ConfigError(f"{config.source}: no project {args.project!r} "
                               f"(projects: {', '.join(sorted(known)) or 'none'})")
         expires_at = time.time() + args.expires_in if args.expires_in else None
-        key = store.create_key(args.project, args.name, expires_at, actor=_actor())
+        allow = tuple(args.allow) if args.allow else None
+        key = store.create_key(args.project, args.name, expires_at, actor=_actor(),
+                               allow=allow)
     finally:
         store.close()
+    narrowed = f", narrowed to tools {', '.join(allow)}" if allow else ""
     print(
-        f"Created API key {args.name!r} for project {args.project!r}. "
+        f"Created API key {args.name!r} for project {args.project!r}{narrowed}. "
         "It is shown once and stored only as a hash; keep it now."
     )
     print(key)
@@ -144,7 +147,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return 0
     for k in keys:
         state = "revoked" if k.revoked_at else "active"
-        print(f"{k.prefix}…  {k.project:<16} {k.name:<16} {state}")
+        allow = f"  allow={','.join(k.allow)}" if k.allow is not None else ""
+        print(f"{k.prefix}…  {k.project:<16} {k.name:<16} {state}{allow}")
     return 0
 
 
@@ -350,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="default")
     create.add_argument("--expires-in", type=float, metavar="SECONDS",
                         help="the key stops working after this many seconds")
+    create.add_argument("--allow", action="append", metavar="GLOB",
+                        help="narrow the key to tools of the project endpoint whose exposed "
+                             "name matches this glob (repeatable; within the project's policy)")
     create.set_defaults(func=cmd_keys_create)
     listing = with_config(keys.add_parser("list", help="list keys (never the secret)"))
     listing.add_argument("--project")

@@ -7,6 +7,12 @@ keys in use, and the drain on shutdown. It owns no nursery of its own: the
 serving wiring (:mod:`gateway.serve`) gives it the nursery its supervisors
 run in.
 
+Limits (``[projects.P.limits]``): the token buckets per API key and per
+project (:attr:`Gateway.limiter`) and each project's concurrency gate
+(:meth:`Gateway.gate`) live here, not in a session, so a limit follows its key
+across reconnects and sessions; a change of a project's policy or limits is
+applied live to its sessions.
+
 Reload (``Gateway.reload()``, on SIGHUP): the config file is read again and
 only servers whose definition changed are started, restarted or stopped;
 sessions of untouched servers carry on.
@@ -25,6 +31,7 @@ import attrs
 import trio
 
 from actors import ServerSupervisor, SessionRegistry
+from actors.policy import ConcurrencyGate, Limited, RateLimiter
 from actors.project import ProjectSession
 from actors.session import PROJECT_SERVER
 from config import (
@@ -45,6 +52,9 @@ from .http.keepalive import Heartbeat
 from .ops.metrics import SAMPLE_INTERVAL_S, Metrics
 
 log = logging.getLogger(__name__)
+#: Keys whose ``allow`` list is remembered at most (it never changes after creation).
+MAX_ALLOW_CACHE = 10_000
+
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``."""
@@ -85,6 +95,51 @@ class Gateway:
         default=attrs.Factory(lambda self: Heartbeat(self.config.gateway.keepalive_s),
                               takes_self=True)
     )
+    #: Token buckets per (project, key hash) and per project (``[projects.P.limits]``).
+    limiter: RateLimiter = attrs.field(factory=RateLimiter)
+    #: Project → its calls in flight per server (``max_concurrent``), see :meth:`gate`.
+    _gates: dict[str, ConcurrencyGate] = attrs.field(factory=dict)
+    #: Key hash → its ``allow`` list (fixed at creation, so kept; bounded).
+    _key_allows: dict[str, tuple[str, ...] | None] = attrs.field(factory=dict)
+
+    # -- policy and limits ----------------------------------------------------------
+    def gate(self, project: str) -> ConcurrencyGate | None:
+        """The project's concurrency gate (one for all its sessions); ``None`` when the
+        project sets no ``max_concurrent``."""
+        proj = self.config.projects.get(project)
+        limit = proj.limits.max_concurrent if proj is not None else None
+        gate = self._gates.get(project)
+        if gate is None:
+            if limit is None:
+                return None
+            gate = self._gates[project] = ConcurrencyGate(
+                limit, self.metrics.rate_limited.labels(project, "server").inc)
+        gate.limit = limit
+        return gate
+
+    async def key_allow(self, key_hash: str | None) -> tuple[str, ...] | None:
+        """The ``allow`` list the key with this hash was created with (``None``: the key
+        is not narrowed, or there is no key); asked of the store once per key."""
+        if key_hash is None:
+            return None
+        if key_hash not in self._key_allows:
+            allow = await trio.to_thread.run_sync(self.store.key_allow, key_hash)
+            if len(self._key_allows) >= MAX_ALLOW_CACHE:
+                self._key_allows.clear()
+            self._key_allows[key_hash] = allow
+        return self._key_allows[key_hash]
+
+    def check_rate(self, project: str, key_hash: str | None, n: int = 1) -> Limited | None:
+        """Count ``n`` requests of a key to ``project`` against its ``[limits]`` buckets;
+        ``None`` when allowed, else the refusal (counted in
+        ``mcp_orch_rate_limited_total{project,scope}``)."""
+        proj = self.config.projects.get(project)
+        if proj is None:
+            return None
+        limited = self.limiter.check(project, key_hash, proj.limits, trio.current_time(), n)
+        if limited is not None:
+            self.metrics.rate_limited.labels(project, limited.scope).inc()
+        return limited
 
     # -- lookups -----------------------------------------------------------------
     def project(self, name: str) -> ProjectConfig | None:
@@ -288,7 +343,13 @@ class Gateway:
             changes[kind].append("/".join(key))
             if before is not None:
                 self._stop_server(key, f"server {'/'.join(key)} was {kind} by {why}")
+        policies: dict[str, Any] = {}
         for name, project in self.config.projects.items():
+            after_project = new.projects.get(name)
+            if after_project is not None and (after_project.policy, after_project.limits) != (
+                    project.policy, project.limits):
+                changes["changed"].append(f"{name} (policy and limits)")
+                policies[name] = after_project.policy
             if name in new.projects and new.projects[name].auth != project.auth:
                 changes["changed"].append(f"{name} (auth)")
                 for session in list(self.registry.sessions.values()):
@@ -300,6 +361,13 @@ class Gateway:
                 if server.enabled and server.isolation == "shared":
                     await self._start_server(key[0], server)
         self._update_project_sessions(changes)
+        for name in policies:
+            gate = self.gate(name)
+            for session in list(self.registry.sessions.values()):
+                if isinstance(session, ProjectSession) and session.project == name:
+                    session.set_policy(policies[name])
+                    if gate is not session.access.gate:
+                        session.access = attrs.evolve(session.access, gate=gate)
         if any(changes.values()):
             log.info(
                 "applied %s: added %s, changed %s, removed %s", why,

@@ -64,9 +64,13 @@ UNAUTHORIZED = -32053
 METHOD_NOT_ALLOWED = -32054
 #: The gateway is shutting down (HTTP 503).
 SHUTTING_DOWN = -32055
+#: Over a rate or concurrency limit (``[projects.P.limits]``); ``data.retryAfterMs``
+#: says when to retry (HTTP 429 with ``Retry-After`` where the answer is the POST's).
+RATE_LIMITED = -32056
 
 GATEWAY_CODES = frozenset({
     UPSTREAM_CLOSED, SESSION_BUSY, NOT_FOUND, UNAUTHORIZED, METHOD_NOT_ALLOWED, SHUTTING_DOWN,
+    RATE_LIMITED,
 })
 
 

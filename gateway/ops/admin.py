@@ -78,7 +78,8 @@ def register_admin(
 
     def key_view(k: Any) -> dict[str, Any]:
         return {"prefix": k.prefix, "name": k.name, "created_at": k.created_at,
-                "expires_at": k.expires_at, "revoked": k.revoked_at is not None}
+                "expires_at": k.expires_at, "revoked": k.revoked_at is not None,
+                "allow": list(k.allow) if k.allow is not None else None}
 
     async def applied(status: int, body: Any) -> Response:
         await gateway.sync_from_store("the admin API")
@@ -226,11 +227,17 @@ def register_admin(
             or expires_in <= 0
         ):
             return error(422, "expected a number of seconds > 0", "expires_in_s")
+        allow = data.get("allow")
+        if allow is not None and (not isinstance(allow, list) or not all(
+                isinstance(g, str) and g for g in allow)):
+            return error(422, "expected an array of non-empty glob strings", "allow")
         expires_at = time.time() + expires_in if expires_in else None
-        key = await run(store.create_key, row.name, name, expires_at, actor=ACTOR)
+        key = await run(functools.partial(store.create_key, row.name, name, expires_at,
+                                          actor=ACTOR, allow=allow))
         # The only time the key is ever shown.
         return json_response({"key": key, "prefix": key[:12], "name": name,
-                              "project": row.name, "expires_at": expires_at}, 201)
+                              "project": row.name, "expires_at": expires_at,
+                              "allow": allow}, 201)
 
     @admin("/admin/keys/<prefix>", ["DELETE"])
     async def revoke_key(prefix: str) -> Response:
@@ -300,6 +307,13 @@ OPENAPI: dict[str, Any] = {
                            "isolation": {"type": "string", "enum": ["shared", "session"]},
                            "request_timeout_s": {"type": "number", "exclusiveMinimum": 0},
                            "enabled": {"type": "boolean"},
+                           "tools": {"type": "object", "description": "per-tool overrides "
+                                     "on the project endpoint, by the server's own tool name",
+                                     "additionalProperties": {"type": "object", "properties": {
+                                         "rename": {"type": "string",
+                                                    "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                                         "description": {"type": "string"},
+                                         "title": {"type": "string"}}}},
                            "restart": {"type": "object", "properties": {
                                "max_restarts": {"type": "integer", "minimum": 0},
                                "window_s": {"type": "number"},
@@ -309,7 +323,12 @@ OPENAPI: dict[str, Any] = {
             "McpServers": {"type": "object", "required": ["mcpServers"], "properties": {
                 "mcpServers": {"type": "object"}}},
             "NewKey": {"type": "object", "properties": {
-                "name": {"type": "string"}, "expires_in_s": {"type": "number"}}},
+                "name": {"type": "string"}, "expires_in_s": {"type": "number"},
+                "allow": {"type": "array", "items": {"type": "string", "minLength": 1},
+                          "description": "narrow the key to project-endpoint tools whose "
+                                         "exposed name matches one of these fnmatch globs "
+                                         "(within the project's policy); absent: not "
+                                         "narrowed. Fixed at creation; audited."}}},
         },
     },
     "paths": {

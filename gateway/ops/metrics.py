@@ -98,6 +98,7 @@ class Metrics:
     stream_frames: Counter = attrs.field(init=False)
     rejected: Counter = attrs.field(init=False)
     notifications_dropped: Counter = attrs.field(init=False)
+    rate_limited: Counter = attrs.field(init=False)
     tallies: collections.Counter[tuple[str, str, str]] = attrs.field(factory=collections.Counter)
     #: (project, server) → the interval being filled, and the closed ones (console charts).
     _windows: dict[tuple[str, str], _Window] = attrs.field(factory=dict)
@@ -132,6 +133,11 @@ class Metrics:
             "mcp_orch_notifications_dropped",
             "Notifications for clients dropped because the client read too slowly "
             "(responses and server requests are never dropped)", ["transport"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "mcp_orch_rate_limited", "Requests refused by a [projects.P.limits] limit, by "
+            "scope: key (per API key rate), project (project rate), server (max_concurrent)",
+            ["project", "scope"], registry=r,
         )
 
     def observe_request(

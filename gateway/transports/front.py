@@ -12,7 +12,8 @@ turn HTTP/1.1, HTTP/2 and HTTP/3 into the same events:
    and the transport's outlet, refused while draining; found only by the
    transport, project, server and key that opened it (:meth:`Front.open_session`,
    :meth:`Front.find_session`);
-4. **submit** — the messages into the session's inbox (:meth:`Front.submit`);
+4. **submit** — the messages into the session's inbox (:meth:`Front.submit`),
+   counted first against the project's rate limits (``[projects.P.limits]``);
 5. **pump** — frames back to the client (:meth:`gateway.http.asgi.HttpRequest.stream`,
    :func:`outbox_frames`);
 6. **refuse** — any step may raise :class:`Refused`; each transport renders it
@@ -35,6 +36,7 @@ import trio
 
 from actors import Outbox, Outlet, Session, SessionOptions, Transport
 from actors.naming import ProjectSettings
+from actors.policy import Access, Limited
 from actors.session import PROJECT_SERVER
 from actors.supervisor import ServerSupervisor
 from config import ServerConfig
@@ -44,7 +46,7 @@ from upstream.errors import GatewayError
 from ..core import Gateway
 from ..http import sse
 from ..http.asgi import BodyTooLarge, Headers, HttpRequest, header_list
-from ..http.auth import check_project_access, key_fingerprint
+from ..http.auth import bearer_token, check_project_access, key_fingerprint
 from ..http.origin import OriginPolicy, check_request, cors_headers
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,22 @@ class Refused(GatewayError):
         """The JSON-RPC error response carrying this refusal."""
         return jsonrpc.dumps(jsonrpc.error_response(self.msg_id, self.code, self.message,
                                                     self.data))
+
+
+#: Requests no rate limit counts: the handshake and liveness checks.
+UNCOUNTED = frozenset({"initialize", "ping"})
+
+
+def key_prefix(authorization: str | None) -> str | None:
+    """The shown prefix of the bearer key (what ``keys list`` and audit rows name)."""
+    key = bearer_token(authorization)
+    return key[:12] if key is not None else None
+
+
+def rate_limited_message(limited: Limited) -> str:
+    what = {"key": "this API key's", "project": "the project's"}.get(limited.scope,
+                                                                    limited.scope)
+    return f"rate limited: over {what} request rate; retry in {limited.retry_after_ms} ms"
 
 
 def not_found(message: str) -> Refused:
@@ -154,6 +172,8 @@ class Target:
     key_hash: str | None
     servers: Mapping[str, tuple[ServerConfig, ServerSupervisor | None]] | None = None
     settings: ProjectSettings | None = None
+    #: The project endpoint's tool policy, the key's allow list and prefix, the gate.
+    access: Access | None = None
 
     @property
     def server_name(self) -> str:
@@ -179,7 +199,7 @@ class Target:
         """The options of a new session for this target."""
         return SessionOptions(self.project, self.config, self.supervisor, transport,
                               key_hash=self.key_hash, servers=self.servers,
-                              project_settings=self.settings, **more)
+                              project_settings=self.settings, access=self.access, **more)
 
 
 @attrs.frozen
@@ -293,14 +313,23 @@ class Front:
         self, http: HttpRequest, project: str, *, authorization: str | None = None,
     ) -> Target:
         """Origin and auth for a request to the project endpoint: a target whose
-        sessions span the project's enabled servers (``actors/project.py``)."""
+        sessions span the project's enabled servers (``actors/project.py``), with
+        the project's tool policy, the key's ``allow`` list and prefix (for log
+        lines) and the project's concurrency gate (``actors/policy.py``)."""
+        if authorization is None:
+            authorization = http.header("authorization")
         key_hash = await self._check_access(http, project, authorization)
         servers = self.gateway.project_servers(project)
-        if servers is None:
+        proj = self.gateway.project(project)
+        if servers is None or proj is None:
             raise Refused(404, errors.NOT_FOUND, f"no project {project!r}", reason="route")
         settings = self.gateway.config.gateway
+        access = Access(proj.policy, await self.gateway.key_allow(key_hash),
+                        key_prefix(authorization) if key_hash is not None else None,
+                        self.gateway.gate(project))
         return Target(project, None, None, key_hash, servers=servers, settings=ProjectSettings(
-            settings.tool_separator, settings.max_tool_name, settings.list_timeout_s))
+            settings.tool_separator, settings.max_tool_name, settings.list_timeout_s),
+            access=access)
 
     async def _check_access(
         self, http: HttpRequest, project: str, authorization: str | None,
@@ -375,6 +404,9 @@ class Front:
         ``503`` with ``Retry-After`` when its inbox stays full — in every case
         nothing of the body was queued.
         """
+        messages = self._rate_limit(session, messages)
+        if not messages:
+            return
         limit = self.gateway.config.gateway.max_batch
         if len(messages) > limit:
             raise Refused(400, errors.INVALID_REQUEST,
@@ -390,6 +422,44 @@ class Front:
                 raise not_found(f"the session ended; {hint}")
             raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
                           headers=[(b"retry-after", b"1")], reason="busy")
+
+    def _rate_limit(
+        self, session: Session, messages: tuple[jsonrpc.Message, ...] | list[jsonrpc.Message],
+    ) -> tuple[jsonrpc.Message, ...] | list[jsonrpc.Message]:
+        """Count the requests of ``messages`` (not ``initialize`` or ``ping``) against the
+        project's rate limits, for the session's key (``Gateway.check_rate``).
+
+        Error handling: over a limit, where the answer is the POST's (Streamable
+        HTTP) :class:`Refused` ``429`` with ``Retry-After`` and ``RATE_LIMITED``
+        (``data.retryAfterMs``), nothing of the body queued; where answers
+        travel on a stream (legacy SSE, WebSocket) each counted request gets
+        that error on the stream instead and the rest of the body is returned
+        to be queued. Every refusal is a log line naming the key by prefix.
+        """
+        counted = [m for m in messages
+                   if "id" in m and "method" in m and m["method"] not in UNCOUNTED]
+        if not counted:
+            return messages
+        limited = self.gateway.check_rate(session.project, session.key_hash, len(counted))
+        if limited is None:
+            return messages
+        access = getattr(session, "access", None)
+        who = access.who if isinstance(access, Access) else (
+            "a key" if session.key_hash else "no key")
+        log.info("session %s (%s): %d request(s) to %s refused: over the %s rate limit "
+                 "(retry in %d ms)", session.session_id, who, len(counted), session.project,
+                 limited.scope, limited.retry_after_ms)
+        text = rate_limited_message(limited)
+        data = {"retryAfterMs": limited.retry_after_ms, "scope": limited.scope}
+        if session.options.transport in (Transport.LEGACY_SSE, Transport.WEBSOCKET):
+            for message in counted:
+                session.deliver(jsonrpc.error_response(message["id"], errors.RATE_LIMITED,
+                                                       text, data))
+            return [m for m in messages if m not in counted]
+        retry_after = str(max(1, -(-limited.retry_after_ms // 1000))).encode()
+        raise Refused(429, errors.RATE_LIMITED, text, data=data,
+                      headers=[(b"retry-after", retry_after)], reason="rate",
+                      msg_id=counted[0]["id"] if len(messages) == 1 else None)
 
     async def cut_if_stalled(self, http: HttpRequest, session: Session) -> None:
         """Run beside a single-reader stream: once the session has ended because its

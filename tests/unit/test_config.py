@@ -367,7 +367,7 @@ def test_unknown_field_suggests_the_known_one(tmp_path: Path) -> None:
     assert unknown == [
         f"{path}: projects.demo.servers.x: unknown field 'comand' (did you mean 'command'?); "
         "expected one of: command, args, env, cwd, url, transport, headers, isolation, "
-        "request_timeout_s, first_start_timeout_s, restart, enabled, prefix"
+        "request_timeout_s, first_start_timeout_s, restart, enabled, prefix, tools"
     ]
 
 

@@ -110,6 +110,7 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
         "created_at",
         "expires_at",
         "revoked_at",
+        "allow",
     ]
     Store.open(tmp_path / "new" / "nested").close()  # reopening does not add a version row
     with sqlite3.connect(path) as db:
@@ -139,7 +140,8 @@ def test_list_keys_never_shows_secrets(store: Store) -> None:
     assert [k.name for k in store.list_keys("beta")] == ["ci"]
     assert store.list_keys("nobody") == []
     fields = {f.name for f in attrs.fields(KeyInfo)}
-    assert fields == {"prefix", "name", "project", "created_at", "expires_at", "revoked_at"}
+    assert fields == {"prefix", "name", "project", "created_at", "expires_at", "revoked_at",
+                      "allow"}
     store.revoke_key(key[:12])
     assert store.list_keys("alpha")[0].revoked_at is not None
 

@@ -1,0 +1,325 @@
+"""Tool policy and rate limits of the project endpoint, through real HTTP: what the client
+is shown and what the upstreams actually received (``actors/policy.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from config import Store, load_config
+from gateway.serve import run_gateway
+from tests.support import (
+    DEMO_SERVER,
+    REPO,
+    Recording,
+    RunningGateway,
+    StreamableClient,
+    open_sse_session,
+    write_config,
+)
+from tests.support.websocket import open_ws_client
+
+POLICY_SERVER: dict[str, Any] = {
+    "command": "python", "args": ["-m", "tests.servers.policy_server"], "cwd": str(REPO),
+}
+ADMIN = "test-admin-token-policy"
+Start = Callable[..., Awaitable[RunningGateway]]
+
+
+def _toml(table: dict[str, Any]) -> str:
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
+
+
+def write(tmp_path: Path, projects: dict[str, Any], extra: dict[str, dict[str, Any]],
+          **gateway: Any) -> Path:
+    """A config file: ``projects`` as ``write_config`` writes it, then the ``extra``
+    tables (``{"projects.demo.policy": {...}}``)."""
+    path = write_config(tmp_path, projects, **gateway)
+    text = path.read_text() + "".join(f"\n[{name}]\n{_toml(t)}\n" for name, t in extra.items())
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def start(nursery: trio.Nursery, tmp_path: Path) -> Start:
+    async def start(projects: dict[str, Any], extra: dict[str, dict[str, Any]],
+                    **gateway: Any) -> RunningGateway:
+        path = write(tmp_path, projects, extra, **gateway)
+        config = load_config(path)
+        store = Store.open(config.gateway.state_dir)
+        try:
+            keys = {name: store.create_key(name) for name in config.projects}
+        finally:
+            store.close()
+        gw = await nursery.start(run_gateway, config)
+        return RunningGateway(gw, gw.url, keys, path)
+
+    return start
+
+
+def servers(tmp_path: Path, **demo: Any) -> tuple[dict[str, Any], Recording, Recording]:
+    git_rec = Recording(tmp_path / "git.jsonl")
+    demo_rec = Recording(tmp_path / "demo.jsonl")
+    projects = {"demo": {"servers": {
+        "git": git_rec.server(POLICY_SERVER),
+        "demo": demo_rec.server({**DEMO_SERVER, **demo}),
+    }}}
+    return projects, git_rec, demo_rec
+
+
+def url(gw: RunningGateway, route: str = "mcp") -> str:
+    return f"{gw.url}/projects/demo/{route}"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def listed(client: StreamableClient) -> dict[str, dict[str, Any]]:
+    reply = await client.request("tools/list")
+    return {tool["name"]: tool for tool in reply["result"]["tools"]}
+
+
+async def call(client: StreamableClient, name: str) -> dict[str, Any]:
+    return await client.request("tools/call", {"name": name, "arguments": {"text": "hi"}})
+
+
+def new_key(gw: RunningGateway, allow: list[str] | None) -> str:
+    store = Store.open(gw.gateway.config.gateway.state_dir)
+    try:
+        return store.create_key("demo", "narrow", allow=allow)
+    finally:
+        store.close()
+
+
+OVERRIDES = {"echo": {"rename": "say", "description": "says it back", "title": "Say"}}
+POLICY = {"allow": ["git__*", "say"], "deny": ["git__push*"]}
+
+
+async def test_policy_and_overrides_on_list_and_call(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    projects, git_rec, demo_rec = servers(tmp_path, tools=OVERRIDES)
+    gw = await start(projects, {"projects.demo.policy": POLICY})
+    caplog.set_level(logging.INFO, logger="actors.project")
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        tools = await listed(client)
+        assert set(tools) == {"git__status", "git__log", "say"}
+        assert tools["say"]["description"] == "says it back" and tools["say"]["title"] == "Say"
+        assert tools["git__status"]["description"] == "show the status"  # no override
+
+        reply = await call(client, "say")
+        assert reply["result"]["content"][0]["text"] == "hi"
+        assert [m["params"]["name"] for m in demo_rec.tool_calls()] == ["echo"]  # original
+        reply = await call(client, "git__status")
+        assert reply["result"]["content"][0]["text"] == "called status"
+
+        # Denied, not allowed, and the original name of a renamed tool: as if absent.
+        for name in ("git__push", "git__push_force", "demo__add", "demo__echo", "nope"):
+            reply = await call(client, name)
+            assert reply["error"] == {"code": -32602, "message": f"unknown tool: {name}"}, reply
+        assert [m["params"]["name"] for m in git_rec.tool_calls()] == ["status"]
+        assert [m["params"]["name"] for m in demo_rec.tool_calls()] == ["echo"]
+
+        # A key narrowed to git__* sees and calls only what both allow.
+        narrow = StreamableClient(http, url(gw), auth(new_key(gw, ["git__*", "demo__*"])))
+        await narrow.connect("2025-06-18")
+        assert set(await listed(narrow)) == {"git__status", "git__log"}
+        reply = await call(narrow, "say")
+        assert reply["error"]["code"] == -32602
+        assert [m["params"]["name"] for m in demo_rec.tool_calls()] == ["echo"]
+    refused = [r.getMessage() for r in caplog.records if "refused by the tool policy" in r.getMessage()]
+    assert len(refused) == 4  # push, push_force, add (hidden, existing), say for the narrow key
+    assert all("key mcpo_" in line for line in refused)
+    assert not any(gw.keys["demo"] in r.getMessage() for r in caplog.records)
+
+
+async def test_policy_changes_apply_live(start: Start, tmp_path: Path) -> None:
+    projects, git_rec, _ = servers(tmp_path, tools=OVERRIDES)
+    gw = await start(projects, {"projects.demo.policy": POLICY})
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        assert set(await listed(client)) == {"git__status", "git__log", "say"}
+        # read_only: only tools annotated readOnlyHint: true remain (echo is not).
+        write(tmp_path, projects, {"projects.demo.policy": {**POLICY, "read_only": True}})
+        changes = await gw.gateway.reload()
+        assert "demo (policy and limits)" in changes["changed"]
+        assert set(await listed(client)) == {"git__status", "git__log"}
+        reply = await call(client, "say")
+        assert reply["error"]["code"] == -32602
+        # No policy at all: everything, under the overrides.
+        write(tmp_path, projects, {})
+        await gw.gateway.reload()
+        tools = await listed(client)
+        assert {"git__push", "git__push_force", "say", "demo__add"} <= set(tools)
+        assert "demo__echo" not in tools
+        reply = await call(client, "git__push")
+        assert reply["result"]["content"][0]["text"] == "called push"
+    assert [m["params"]["name"] for m in git_rec.tool_calls()] == ["push"]
+
+
+async def test_key_allow_from_the_cli_and_the_admin_api(start: Start, tmp_path: Path) -> None:
+    projects, git_rec, _ = servers(tmp_path)
+    gw = await start(projects, {}, admin_token=ADMIN)
+    done = await trio.run_process(
+        [sys.executable, "-m", "gateway", "keys", "create", "--config", str(gw.config_path),
+         "--project", "demo", "--name", "ci", "--allow", "git__s*", "--allow", "git__log"],
+        capture_stdout=True, capture_stderr=True, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    cli_key = done.stdout.decode().strip().splitlines()[-1]
+    listing = await trio.run_process(
+        [sys.executable, "-m", "gateway", "keys", "list", "--config", str(gw.config_path),
+         "--project", "demo"], capture_stdout=True, cwd=REPO)
+    line = next(x for x in listing.stdout.decode().splitlines() if " ci " in x)
+    assert cli_key[:12] in line and "allow=git__s*,git__log" in line
+    assert cli_key not in listing.stdout.decode()
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        r = await http.post(f"{gw.url}/admin/projects/demo/keys", headers=admin,
+                            json={"name": "bot", "allow": ["git__push"]})
+        assert r.status_code == 201, r.text
+        api_key = r.json()["key"]
+        assert r.json()["allow"] == ["git__push"]
+        r = await http.post(f"{gw.url}/admin/projects/demo/keys", headers=admin,
+                            json={"name": "bad", "allow": "git__*"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "allow"
+        r = await http.get(f"{gw.url}/admin/projects/demo/keys", headers=admin)
+        assert {k["name"]: k["allow"] for k in r.json()} == {
+            "default": None, "ci": ["git__s*", "git__log"], "bot": ["git__push"]}
+        spec = (await http.get(f"{gw.url}/admin/openapi.json")).json()
+        assert "allow" in spec["components"]["schemas"]["NewKey"]["properties"]
+
+        ci = StreamableClient(http, url(gw), auth(cli_key))
+        await ci.connect("2025-06-18")
+        assert set(await listed(ci)) == {"git__status", "git__log"}
+        bot = StreamableClient(http, url(gw), auth(api_key))
+        await bot.connect("2025-06-18")
+        assert set(await listed(bot)) == {"git__push"}
+        assert (await call(bot, "git__push"))["result"]["content"][0]["text"] == "called push"
+        assert (await call(bot, "git__status"))["error"]["code"] == -32602
+    assert [m["params"]["name"] for m in git_rec.tool_calls()] == ["push"]
+    # Both policy changes are audit rows naming the key by prefix, with its allow list.
+    store = Store.open(gw.gateway.config.gateway.state_dir)
+    try:
+        created = {e.target: e for e in store.audit_log() if e.action == "key.create"}
+    finally:
+        store.close()
+    assert 'allow=["git__s*", "git__log"]' in created[cli_key[:12]].detail
+    assert created[api_key[:12]].detail.endswith('allow=["git__push"]')
+    assert all(cli_key not in e.detail and api_key not in e.detail for e in created.values())
+
+
+LIMITS = {"rate": 0.2, "burst": 2}
+
+
+async def test_a_key_rate_limit_follows_the_key_across_sessions(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    projects, _, demo_rec = servers(tmp_path)
+    gw = await start(projects, {"projects.demo.limits": LIMITS})
+    caplog.set_level(logging.INFO, logger="gateway.transports.front")
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = StreamableClient(http, url(gw), gw.auth())
+        await first.connect("2025-06-18")
+        for _ in range(2):
+            reply = await call(first, "demo__echo")
+            assert reply["result"]["content"][0]["text"] == "hi"
+        second = StreamableClient(http, url(gw), gw.auth())
+        await second.connect("2025-06-18")  # initialize is not counted
+        r = await second.post({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                               "params": {"name": "demo__echo", "arguments": {"text": "x"}}})
+        assert r.status_code == 429, r.text
+        assert int(r.headers["retry-after"]) >= 1
+        error = r.json()["error"]
+        assert r.json()["id"] == 7 and error["code"] == -32056
+        assert 0 < error["data"]["retryAfterMs"] <= 5000 and error["data"]["scope"] == "key"
+        # Another key of the same project has a bucket of its own.
+        other = StreamableClient(http, url(gw), auth(new_key(gw, None)))
+        await other.connect("2025-06-18")
+        assert "result" in await call(other, "demo__echo")
+
+        # Legacy SSE and WebSocket answer on the stream: 202, then the error.
+        async with open_sse_session(url(gw, "sse"), gw.auth(), http=http) as sse:
+            await sse.initialize()
+            reply = await sse.request("tools/call", {"name": "demo__echo",
+                                                     "arguments": {"text": "x"}})
+            assert reply["error"]["code"] == -32056 and reply["error"]["data"]["retryAfterMs"] > 0
+        ws_url = f"ws{gw.url.removeprefix('http')}/projects/demo/ws"
+        async with open_ws_client(ws_url, key=gw.keys["demo"]) as ws:
+            reply = await ws.request("tools/call", {"name": "demo__echo",
+                                                    "arguments": {"text": "x"}})
+            assert reply["error"]["code"] == -32056
+        metrics = (await http.get(f"{gw.url}/metrics")).text
+    assert 'mcp_orch_rate_limited_total{project="demo",scope="key"} 3.0' in metrics
+    assert [m["params"]["arguments"]["text"] for m in demo_rec.tool_calls()] == ["hi"] * 3
+    refused = [r.getMessage() for r in caplog.records if "rate limit" in r.getMessage()]
+    assert len(refused) == 3
+    assert all(f"key {gw.keys['demo'][:12]}…" in line for line in refused)
+    assert not any(gw.keys["demo"] in r.getMessage() for r in caplog.records)
+
+
+async def test_a_project_rate_limit_spans_its_keys(start: Start, tmp_path: Path) -> None:
+    projects, _, demo_rec = servers(tmp_path)
+    gw = await start(projects, {"projects.demo.limits": {"project_rate": 0.2,
+                                                         "project_burst": 1}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        one = StreamableClient(http, url(gw), gw.auth())
+        await one.connect("2025-06-18")
+        assert "result" in await call(one, "demo__echo")
+        two = StreamableClient(http, url(gw), auth(new_key(gw, None)))
+        await two.connect("2025-06-18")
+        r = await two.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                            "params": {"name": "demo__echo", "arguments": {"text": "x"}}})
+        assert r.status_code == 429 and r.json()["error"]["data"]["scope"] == "project"
+        metrics = (await http.get(f"{gw.url}/metrics")).text
+    assert 'mcp_orch_rate_limited_total{project="demo",scope="project"} 1.0' in metrics
+    assert len(demo_rec.tool_calls()) == 1
+
+
+async def test_max_concurrent_calls_per_server_across_sessions(
+    start: Start, tmp_path: Path,
+) -> None:
+    projects, git_rec, demo_rec = servers(tmp_path)
+    gw = await start(projects, {"projects.demo.limits": {"max_concurrent": 1}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        slow = StreamableClient(http, url(gw), gw.auth())
+        await slow.connect("2025-06-18")
+        other = StreamableClient(http, url(gw), gw.auth())
+        await other.connect("2025-06-18")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: slow.request(
+                "tools/call", {"name": "demo__sleep", "arguments": {"seconds": 3}}))
+            await demo_rec.wait_for(lambda r: r.tool_calls("sleep"), timeout=10)
+            reply = await call(other, "demo__echo")
+            assert reply["error"]["code"] == -32056, reply
+            assert reply["error"]["data"] == {"retryAfterMs": 100, "scope": "server"}
+            # Another server of the project has its own slot.
+            assert "result" in await call(other, "git__status")
+            nursery.cancel_scope.cancel()
+        metrics = (await http.get(f"{gw.url}/metrics")).text
+    assert 'mcp_orch_rate_limited_total{project="demo",scope="server"} 1.0' in metrics
+    assert demo_rec.tool_calls("echo") == []
+    assert len(git_rec.tool_calls("status")) == 1
+
+
+def test_a_bad_policy_is_a_config_error(tmp_path: Path) -> None:
+    projects, _, _ = servers(tmp_path, tools={"echo": {"rename": "has space"}})
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--config",
+         str(write(tmp_path, projects, {"projects.demo.limits": {"rate": 0}}))],
+        capture_output=True, text=True, cwd=REPO)
+    assert done.returncode != 0
+    assert "projects.demo.servers.demo.tools.echo.rename" in done.stderr
