@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from tests.support import child_pids, count_tasks, open_fds, open_sse_session
+from tests.support.probes import processes
 
 
 #: A server command line running :mod:`tests.faults.misbehave` in ``mode``.
@@ -32,19 +33,7 @@ def _repo() -> str:
 
 def groups_alive(pgids: set[int]) -> dict[int, int]:
     """Live (non-zombie) processes whose process group is in ``pgids``: pid → pgid."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgrp = fields[0], int(fields[3])
-        if pgrp in pgids and state != "Z":
-            found[int(entry)] = pgrp
-    return found
+    return {p.pid: p.pgrp for p in processes() if p.pgrp in pgids}
 
 
 @attrs.frozen

@@ -6,8 +6,34 @@ Leak checks compare these before and after a scenario.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import attrs
 import trio
+
+
+@attrs.frozen
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` the leak checks read."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgrp: int
+
+
+def processes() -> Iterator[ProcStat]:
+    """Every live (non-zombie) process on the machine."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if fields[0] != "Z":
+            yield ProcStat(int(entry), fields[0], int(fields[1]), int(fields[3]))
 
 
 def alive(pid: int) -> bool:
@@ -26,18 +52,7 @@ def open_fds() -> int:
 def child_pids() -> set[int]:
     """Pids of this process's direct children (from /proc)."""
     me = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+    return {p.pid for p in processes() if p.ppid == me}
 
 
 def count_tasks() -> int:
