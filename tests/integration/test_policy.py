@@ -26,6 +26,7 @@ from tests.support import (
     open_sse_session,
     write_config,
 )
+from tests.support import stateless as stateless_wire
 from tests.support.websocket import open_ws_client
 
 POLICY_SERVER: dict[str, Any] = {
@@ -269,6 +270,33 @@ async def test_a_key_rate_limit_follows_the_key_across_sessions(
     assert len(refused) == 3
     assert all(f"key {gw.keys['demo'][:12]}…" in line for line in refused)
     assert not any(gw.keys["demo"] in r.getMessage() for r in caplog.records)
+
+
+async def test_a_key_rate_limit_holds_for_2026_07_28_requests_too(
+    start: Start, tmp_path: Path,
+) -> None:
+    # Regression: stateless requests skipped the limit, so a client could dodge it
+    # by speaking the newest revision.
+    projects, _, demo_rec = servers(tmp_path)
+    gw = await start(projects, {"projects.demo.limits": LIMITS})
+    call_echo = stateless_wire.request(
+        "s1", "tools/call", {"name": "demo__echo", "arguments": {"text": "hi"}})
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(2):
+            r = await stateless_wire.post(http, url(gw), gw.auth(), call_echo)
+            assert r.status_code == 200 and "result" in r.json(), r.text
+        r = await stateless_wire.post(http, url(gw), gw.auth(), call_echo)
+        assert r.status_code == 429, r.text
+        assert r.json()["id"] == "s1" and r.json()["error"]["code"] == -32056
+        assert int(r.headers["retry-after"]) >= 1
+        # A stateful session of the same key shares the bucket.
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        r = await client.post({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                               "params": {"name": "demo__echo", "arguments": {"text": "x"}}})
+        assert r.status_code == 429 and r.json()["error"]["code"] == -32056
+    assert len(demo_rec.tool_calls()) == 2
+    assert not [s for s in gw.gateway.registry.sessions.values() if s.transport == "stateless"]
 
 
 async def test_a_project_rate_limit_spans_its_keys(start: Start, tmp_path: Path) -> None:

@@ -425,14 +425,12 @@ class StatelessEndpoint:
             if forwarded is not None:
                 upstream_message["params"] = forwarded
             try:
-                accepted = await session.submit(upstream_message)
+                # The front's submit: rate limits hold for this revision too (429).
+                await self.front.submit(session, [upstream_message],
+                                        hint="send the request again")
             except BaseException:
-                session.close("the client went away")
-                raise
-            if not accepted:
                 session.close("could not start the request")
-                raise Refused(503, errors.SESSION_BUSY, "the gateway is busy; retry",
-                              reason="busy")
+                raise
         # A retry may carry another logLevel; the latest request's opt-in applies.
         _outlet(exchange.session).log_level = meta.get(META_LOG_LEVEL)
         responses = params.get("inputResponses") or {}
