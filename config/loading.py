@@ -410,6 +410,30 @@ def parse_project_settings(
     return policy, limits
 
 
+def settings_table(name: str, table: str, raw: Any, source: str) -> dict[str, Any] | None:
+    """One settings table of project ``name`` (``policy`` or ``limits``, as the config file
+    writes it — from the CLI or the admin API) validated exactly as the file's is, by
+    :func:`parse_project_settings`; returned as the store keeps it (:func:`project_settings`:
+    unset values left out), ``None`` when nothing is set.
+
+    Error handling: :class:`ConfigError` naming ``projects.NAME.TABLE.FIELD`` and what
+    was expected.
+    """
+    policy, limits = parse_project_settings(name, {table: raw}, source)
+    return project_settings(ProjectConfig(name=name, policy=policy, limits=limits)).get(table)
+
+
+def settings_view(
+    name: str, settings: Mapping[str, Any], set_by: Mapping[str, str],
+) -> dict[str, Any]:
+    """A project's stored ``settings`` (``ProjectRow.settings`` and ``settings_source``) to
+    show: ``policy`` and ``limits`` with every field (unset ones at their defaults), and
+    ``set_by`` each table (``"config"``, ``"api"``, or ``None``: not set)."""
+    policy, limits = parse_project_settings(name, dict(settings), "store")
+    return {"policy": attrs.asdict(policy), "limits": attrs.asdict(limits),
+            "set_by": {table: set_by.get(table) for table in ("policy", "limits")}}
+
+
 def declared_projects(
     config: Config,
 ) -> dict[str, tuple[str, dict[str, dict[str, Any]], dict[str, Any]]]:

@@ -16,7 +16,13 @@ never the key or its hash.
 Schema 3 gives a key an optional ``allow`` list (JSON array of globs on the
 project endpoint's tool names, narrowing what that key may see and call) and
 a project its ``settings`` (JSON: the config file's ``policy`` and ``limits``
-tables); keys and projects of older files get none (no narrowing).
+tables); keys and projects of older files get none (no narrowing). Inside
+``settings``, ``sources`` records which tables the CLI or admin API set
+(``Store.update_project_settings``); a table without an entry came from the
+config file. The file is declarative for the tables it declares, as for its
+servers: ``apply_declared`` sets a declared table back to the file's, removes
+a table the file declared before and no longer declares, and leaves a table
+the CLI or admin API set alone while the file does not declare it.
 
 Keys are 256-bit random strings (``mcpo_`` + 43 URL-safe characters), shown
 once at creation. Only their SHA-256 is stored — a fast hash is right for
@@ -38,7 +44,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +151,29 @@ class ProjectRow:
     source: str
     #: The project's ``policy`` and ``limits`` tables (``config.loading.project_settings``).
     settings: dict[str, Any] = attrs.field(factory=dict)
+    #: Who set each table of ``settings``: ``"config"`` (the file) or ``"api"`` (the CLI
+    #: or the admin API).
+    settings_source: dict[str, str] = attrs.field(factory=dict)
+
+
+#: The tables of a project's ``settings``.
+SETTINGS_TABLES = ("policy", "limits")
+
+
+def _split_settings(text: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A ``settings`` column: its tables, and who set each (absent from ``sources``: the file)."""
+    settings = json.loads(text)
+    sources = settings.pop("sources", {})
+    return settings, {table: sources.get(table, "config") for table in settings}
+
+
+def _join_settings(settings: dict[str, Any], source: dict[str, str]) -> str:
+    """The inverse of :func:`_split_settings` (only non-file sources are written)."""
+    data = dict(settings)
+    sources = {t: s for t, s in source.items() if t in settings and s != "config"}
+    if sources:
+        data["sources"] = sources
+    return json.dumps(data, sort_keys=True)
 
 
 @attrs.frozen
@@ -254,7 +283,50 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, name, auth, source, settings FROM projects ORDER BY name")
-            return [ProjectRow(*row[:4], json.loads(row[4])) for row in rows.fetchall()]
+            return [ProjectRow(*row[:4], *_split_settings(row[4])) for row in rows.fetchall()]
+
+    def update_project_settings(
+        self, project: str, table: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any] | None], *, actor: str,
+        source: str = "api",
+    ) -> dict[str, Any] | None:
+        """Replace one table (``policy`` or ``limits``) of a project's settings; returns it.
+
+        ``change`` gets the table as stored (``None``: not set) and returns the
+        new one (``None`` or empty: remove it); it runs inside the transaction,
+        so a read-modify-write (the CLI changing one field) cannot interleave
+        with another writer. The audit row is ``project.policy`` or
+        ``project.limits``, its target the project, its detail the new table.
+        A table written here is marked as set by ``source`` (see the module
+        docstring for how a config apply treats it).
+
+        Error handling: an unknown project raises :class:`NotFoundError`; an
+        exception from ``change`` (a ``ConfigError`` from validation) rolls the
+        transaction back and propagates. A change that leaves the table as
+        it was commits no audit row.
+        """
+        if table not in SETTINGS_TABLES:
+            raise ValueError(f"no settings table {table!r}")
+        with self._write(actor, f"project.{table}", project) as write:
+            row = write.db.execute(
+                "SELECT settings FROM projects WHERE name = ?", (project,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no project {project!r}")
+            settings, sources = _split_settings(row[0])
+            after = change(settings.get(table)) or None
+            if after is None:
+                settings.pop(table, None)
+            else:
+                settings[table] = after
+                sources[table] = source
+            text = _join_settings(settings, sources)
+            write.detail = json.dumps(after or {}, sort_keys=True)
+            if text == row[0]:
+                write.nothing_changed()
+            else:
+                write.db.execute("UPDATE projects SET settings = ? WHERE name = ?",
+                                 (text, project))
+        return after
 
     def servers(self, project: str | None = None) -> list[ServerRow]:
         query = ("SELECT p.name, s.name, s.spec, s.source FROM servers s "
@@ -382,6 +454,8 @@ class Store:
         tables (``config.loading.project_settings``; absent: none). What the file
         declares is created or updated; what it created before and no longer
         declares is removed; what the CLI or admin API created is left alone.
+        The same goes for each settings table: one the file declares is set back
+        to the file's even when the CLI or admin API changed it since.
         """
         changes: list[str] = []
         with self._write(actor, "apply", "config") as change:
@@ -391,20 +465,30 @@ class Store:
                             "SELECT id, name, auth, source, settings FROM projects").fetchall()}
             for name, declared in projects.items():
                 auth, servers = declared[0], declared[1]
-                settings = json.dumps(declared[2] if len(declared) > 2 else {}, sort_keys=True)
+                declared_settings = declared[2] if len(declared) > 2 else {}
                 if name not in existing:
                     db.execute(
                         "INSERT INTO projects (name, auth, source, created_at, settings) "
-                        "VALUES (?, ?, 'config', ?, ?)", (name, auth, time.time(), settings))
+                        "VALUES (?, ?, 'config', ?, ?)",
+                        (name, auth, time.time(), _join_settings(declared_settings, {})))
                     changes.append(f"created project {name}")
                 else:
                     if existing[name][1] != auth:
                         db.execute("UPDATE projects SET auth = ? WHERE name = ?", (auth, name))
                         changes.append(f"updated project {name} (auth = {auth})")
-                    if existing[name][3] != settings:
+                    settings, sources = _split_settings(existing[name][3])
+                    for table in SETTINGS_TABLES:
+                        if table in declared_settings:  # the file's, whoever set it since
+                            settings[table] = declared_settings[table]
+                            sources[table] = "config"
+                        elif sources.get(table) == "config":  # the file's, no longer declared
+                            del settings[table]
+                    text = _join_settings(settings, sources)
+                    if existing[name][3] != text:
                         db.execute("UPDATE projects SET settings = ? WHERE name = ?",
-                                   (settings, name))
-                        changes.append(f"updated project {name} (policy and limits: {settings})")
+                                   (text, name))
+                        shown = json.dumps(settings, sort_keys=True)
+                        changes.append(f"updated project {name} (policy and limits: {shown})")
                 project_id = self._project_id(db, name)
                 stored = {n: (spec, src) for n, spec, src in db.execute(
                     "SELECT name, spec, source FROM servers WHERE project_id = ?",
