@@ -1,4 +1,5 @@
-"""The ``mcp-orch`` command line: serve the gateway, manage API keys, check a config.
+"""The ``mcp-orch`` command line: serve the gateway, manage projects, servers, their
+tool policy and rate limits, and API keys; check or apply a config.
 
 The config is loaded synchronously before any nursery exists, so a bad file
 fails fast with a message naming the file, the field and what was expected,
@@ -36,6 +37,8 @@ from config import (
     server_spec,
 )
 from config.importing import read_mcp_servers
+from config.loading import settings_table, settings_view
+from config.store import SETTINGS_TABLES, ProjectRow
 
 from . import gc_tuning
 from .ops.logs import setup_logging
@@ -213,22 +216,68 @@ def cmd_projects_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _find_project(store: Store, name: str) -> ProjectRow:
+    project = next((p for p in store.projects() if p.name == name), None)
+    if project is None:
+        raise NotFoundError(f"no project {name!r}")
+    return project
+
+
+def _settings_view(project: ProjectRow) -> dict[str, Any]:
+    return settings_view(project.name, project.settings, project.settings_source)
+
+
+def _table_line(view: dict[str, Any], table: str) -> str:
+    fields = " ".join(f"{k}={json.dumps(v)}" for k, v in view[table].items())
+    by = view["set_by"][table]
+    return f"  {table}: {fields}" + (f" (set by {by})" if by else " (not set)")
+
+
 def cmd_projects_show(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        project = next((p for p in store.projects() if p.name == args.name), None)
-        if project is None:
-            raise NotFoundError(f"no project {args.name!r}")
+        project = _find_project(store, args.name)
         servers = store.servers(args.name)
         keys = store.list_keys(args.name)
+    settings = _settings_view(project)
     data = {"name": project.name, "auth": project.auth, "source": project.source,
+            **settings,
             "servers": {s.name: redacted_spec(s.spec) for s in servers},
             "keys": [{"prefix": k.prefix, "name": k.name, "revoked": k.revoked_at is not None}
                      for k in keys]}
     lines = [f"project {project.name} (auth={project.auth}, from {project.source})"]
+    lines += [_table_line(settings, table) for table in SETTINGS_TABLES]
     lines += [f"  server {name}: {json.dumps(spec)}" for name, spec in data["servers"].items()]
     lines += [f"  key {k['prefix']}… {k['name']}{' (revoked)' if k['revoked'] else ''}"
               for k in data["keys"]]
     _emit(args, data, "\n".join(lines))
+    return 0
+
+
+#: The options of `projects policy` / `projects limits`, by table: option dest → field.
+_SETTINGS_OPTIONS = {
+    "policy": ("allow", "deny", "read_only"),
+    "limits": ("rate", "burst", "project_rate", "project_burst", "max_concurrent"),
+}
+
+
+def cmd_projects_settings(args: argparse.Namespace) -> int:
+    """`projects policy|limits NAME [options]`: change the fields given (``--clear`` first
+    drops the whole table), validated as the config file's table is; no options: show."""
+    table = args.projects_command
+    updates = {field: getattr(args, field) for field in _SETTINGS_OPTIONS[table]
+               if getattr(args, field) is not None}
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any] | None:
+        merged = {} if args.clear or current is None else dict(current)
+        merged.update(updates)
+        return settings_table(args.name, table, merged, "command line")
+
+    with _store(args) as store:
+        if updates or args.clear:
+            store.update_project_settings(args.name, table, change, actor=_actor())
+        view = _settings_view(_find_project(store, args.name))
+    _emit(args, {"project": args.name, table: view[table], "set_by": view["set_by"][table]},
+          f"project {args.name}\n{_table_line(view, table)}")
     return 0
 
 
@@ -378,9 +427,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_projects_create)
     p = with_json(projects.add_parser("list", help="list projects"))
     p.set_defaults(func=cmd_projects_list)
-    p = with_json(projects.add_parser("show", help="a project's servers and keys"))
+    p = with_json(projects.add_parser(
+        "show", help="a project's tool policy, rate limits, servers and keys"))
     p.add_argument("name")
     p.set_defaults(func=cmd_projects_show)
+    p = with_json(projects.add_parser(
+        "policy", help="show or change the project endpoint's tool policy (live)",
+        description="Change the fields given (the others keep their value; --clear first "
+                    "drops the whole policy); no options: show it. A policy the config "
+                    "file declares for the project is set back by the next reload/apply."))
+    p.add_argument("name")
+    p.add_argument("--allow", action="append", metavar="GLOB",
+                   help="expose only tools whose exposed name matches (repeatable; "
+                        "replaces the allow list)")
+    p.add_argument("--deny", action="append", metavar="GLOB",
+                   help="hide tools whose exposed name matches (repeatable; replaces the "
+                        "deny list; deny wins)")
+    p.add_argument("--read-only", dest="read_only", action=argparse.BooleanOptionalAction,
+                   default=None, help="only tools annotated readOnlyHint: true")
+    p.add_argument("--clear", action="store_true", help="drop the policy first")
+    p.set_defaults(func=cmd_projects_settings)
+    p = with_json(projects.add_parser(
+        "limits", help="show or change the project's rate limits (live)",
+        description="Change the fields given (the others keep their value; --clear first "
+                    "drops all limits); no options: show them. Limits the config file "
+                    "declares for the project are set back by the next reload/apply."))
+    p.add_argument("name")
+    p.add_argument("--rate", type=float, metavar="R", help="requests per second per API key")
+    p.add_argument("--burst", type=int, metavar="B", help="bucket size per API key")
+    p.add_argument("--project-rate", type=float, metavar="R",
+                   help="requests per second for all keys of the project together")
+    p.add_argument("--project-burst", type=int, metavar="B", help="the project bucket's size")
+    p.add_argument("--max-concurrent", type=int, metavar="N",
+                   help="calls in flight per server of the project endpoint")
+    p.add_argument("--clear", action="store_true", help="drop all limits first")
+    p.set_defaults(func=cmd_projects_settings)
     p = with_json(projects.add_parser("delete", help="delete a project, its servers and keys"))
     p.add_argument("name")
     p.set_defaults(func=cmd_projects_delete)

@@ -1,4 +1,5 @@
-"""The admin REST API under ``/admin/``: projects, servers, keys, import, apply, audit.
+"""The admin REST API under ``/admin/``: projects (their tool policy and rate limits too),
+servers, keys, import, apply, audit.
 
 Every route needs the admin token (``Authorization: Bearer``), which is
 separate from project keys. Bodies and answers are JSON; a body that does
@@ -33,6 +34,7 @@ from config import (
     server_spec,
 )
 from config.importing import parse_mcp_servers
+from config.loading import settings_table, settings_view
 from config.store import ProjectRow
 
 ACTOR = "admin-api"
@@ -137,6 +139,7 @@ def register_admin(
         servers = await run(store.servers, row.name)
         keys = await run(store.list_keys, row.name)
         view = project_view(row, servers)
+        view.update(settings_view(row.name, row.settings, row.settings_source))
         view["servers"] = [server_view(s) for s in servers]
         view["keys"] = [key_view(k) for k in keys]
         return json_response(view, 200)
@@ -146,6 +149,41 @@ def register_admin(
         row = await project_row(ref)
         await run(store.delete_project, row.name, actor=ACTOR)
         return await applied(200, {"deleted": row.name})
+
+    def table_view(row: ProjectRow, table: str) -> dict[str, Any]:
+        view = settings_view(row.name, row.settings, row.settings_source)
+        return {**view[table], "set_by": view["set_by"][table]}
+
+    async def show_settings(ref: str, table: str) -> Response:
+        return json_response(table_view(await project_row(ref), table), 200)
+
+    async def put_settings(ref: str, table: str) -> Response:
+        """Replace the table with the body, validated as the config file's table is
+        (``{}`` removes it); one store write, applied before the answer."""
+        row = await project_row(ref)
+        data = await body_object()
+        if isinstance(data, Response):
+            return data
+        data.pop("set_by", None)  # what a GET answers may be PUT back as it is
+        new = settings_table(row.name, table, data, "body")
+        await run(store.update_project_settings, row.name, table, lambda _: new, actor=ACTOR)
+        return await applied(200, table_view(await project_row(row.name), table))
+
+    @admin("/admin/projects/<ref>/policy", ["GET"])
+    async def show_policy(ref: str) -> Response:
+        return await show_settings(ref, "policy")
+
+    @admin("/admin/projects/<ref>/policy", ["PUT"])
+    async def put_policy(ref: str) -> Response:
+        return await put_settings(ref, "policy")
+
+    @admin("/admin/projects/<ref>/limits", ["GET"])
+    async def show_limits(ref: str) -> Response:
+        return await show_settings(ref, "limits")
+
+    @admin("/admin/projects/<ref>/limits", ["PUT"])
+    async def put_limits(ref: str) -> Response:
+        return await put_settings(ref, "limits")
 
     @admin("/admin/projects/<ref>/servers", ["GET"])
     async def list_servers(ref: str) -> Response:
@@ -262,12 +300,15 @@ def register_admin(
         return json_response(OPENAPI, 200)
 
 
-def _op(summary: str, status: str = "200", body: str | None = None) -> dict[str, Any]:
+def _op(summary: str, status: str = "200", body: str | None = None,
+        answer: str | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = (
+        {"schema": {"$ref": f"#/components/schemas/{answer}"}} if answer else {})
     op: dict[str, Any] = {
         "summary": summary,
         "security": [{"adminToken": []}],
         "responses": {
-            status: {"description": "success", "content": {"application/json": {}}},
+            status: {"description": "success", "content": {"application/json": content}},
             "401": {"description": "missing or wrong admin token"},
             "404": {"description": "no such project, server or key"},
             "422": {"description": "invalid body",
@@ -320,6 +361,39 @@ OPENAPI: dict[str, Any] = {
                                "backoff_initial_s": {"type": "number"},
                                "backoff_max_s": {"type": "number"},
                                "failed_retry_s": {"type": "number"}}}}},
+            "Policy": {"type": "object", "additionalProperties": False,
+                       "description": "the config file's [projects.P.policy] table; PUT "
+                                      "replaces it ({} removes it); a policy the config "
+                                      "file declares is set back by the next reload/apply",
+                       "properties": {
+                           "allow": {"type": ["array", "null"], "items": {"type": "string"},
+                                     "description": "fnmatch globs on exposed tool names; "
+                                                    "null: every name"},
+                           "deny": {"type": "array", "items": {"type": "string"},
+                                    "description": "fnmatch globs; deny wins"},
+                           "read_only": {"type": "boolean", "description": "only tools "
+                                         "annotated readOnlyHint: true"},
+                           "set_by": {"type": ["string", "null"], "readOnly": True,
+                                      "description": "in answers: config, api, or null; "
+                                                     "ignored in a body"}}},
+            "Limits": {"type": "object", "additionalProperties": False,
+                       "description": "the config file's [projects.P.limits] table; PUT "
+                                      "replaces it ({} removes it); limits the config file "
+                                      "declares are set back by the next reload/apply",
+                       "properties": {
+                           "rate": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                    "description": "requests per second per API key"},
+                           "burst": {"type": ["integer", "null"], "minimum": 1,
+                                     "description": "needs rate"},
+                           "project_rate": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                            "description": "all keys of the project together"},
+                           "project_burst": {"type": ["integer", "null"], "minimum": 1,
+                                             "description": "needs project_rate"},
+                           "max_concurrent": {"type": ["integer", "null"], "minimum": 1,
+                                              "description": "calls in flight per server"},
+                           "set_by": {"type": ["string", "null"], "readOnly": True,
+                                      "description": "in answers: config, api, or null; "
+                                                     "ignored in a body"}}},
             "McpServers": {"type": "object", "required": ["mcpServers"], "properties": {
                 "mcpServers": {"type": "object"}}},
             "NewKey": {"type": "object", "properties": {
@@ -340,6 +414,18 @@ OPENAPI: dict[str, Any] = {
             "parameters": [_REF],
             "get": _op("Show a project with its servers and keys"),
             "delete": _op("Delete a project, its servers and keys; its sessions end"),
+        },
+        "/admin/projects/{ref}/policy": {
+            "parameters": [_REF],
+            "get": _op("The project endpoint's tool policy", "200", None, "Policy"),
+            "put": _op("Replace the tool policy (applied to live sessions before the answer; "
+                       "they get notifications/tools/list_changed)", "200", "Policy", "Policy"),
+        },
+        "/admin/projects/{ref}/limits": {
+            "parameters": [_REF],
+            "get": _op("The project's rate limits", "200", None, "Limits"),
+            "put": _op("Replace the rate limits (applied before the answer)", "200", "Limits",
+                       "Limits"),
         },
         "/admin/projects/{ref}/servers": {
             "parameters": [_REF],

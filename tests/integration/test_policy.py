@@ -27,6 +27,7 @@ from tests.support import (
     write_config,
 )
 from tests.support import stateless as stateless_wire
+from tests.support.sse import SseReader
 from tests.support.websocket import open_ws_client
 
 POLICY_SERVER: dict[str, Any] = {
@@ -351,3 +352,179 @@ def test_a_bad_policy_is_a_config_error(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO)
     assert done.returncode != 0
     assert "projects.demo.servers.demo.tools.echo.rename" in done.stderr
+
+
+# -- policy and limits set through the CLI and the admin API ---------------------------
+
+def cli(gw: RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args[:2], "--config", str(gw.config_path), *args[2:]],
+        capture_output=True, text=True, cwd=REPO)
+
+
+async def run_cli(gw: RunningGateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return await trio.to_thread.run_sync(lambda: cli(gw, *args))
+
+
+def audit_rows(gw: RunningGateway, action: str) -> list[Any]:
+    store = Store.open(gw.gateway.config.gateway.state_dir)
+    try:
+        return [e for e in store.audit_log() if e.action == action]
+    finally:
+        store.close()
+
+
+async def tools_changed(reader: SseReader, seen: int, timeout: float) -> int:
+    """Wait (at most ``timeout`` s) for one more ``notifications/tools/list_changed`` on the
+    GET stream than ``seen``; the new count."""
+    with trio.fail_after(timeout):
+        while True:
+            count = sum(1 for m in reader.events
+                        if m.get("method") == "notifications/tools/list_changed")
+            if count > seen:
+                return count
+            await reader.until(len(reader.events) + 1, timeout)
+
+
+async def test_a_cli_policy_change_reaches_a_live_session_within_a_second(
+    start: Start, tmp_path: Path,
+) -> None:
+    projects, git_rec, _ = servers(tmp_path)
+    gw = await start(projects, {})
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        assert {"git__push", "git__push_force", "git__status"} <= set(await listed(client))
+        async with client.get_stream() as stream:
+            assert stream.status_code == 200
+            reader = SseReader(stream)
+            done = await run_cli(gw, "projects", "policy", "demo", "--deny", "git__push*")
+            assert done.returncode == 0, done.stderr
+            assert 'deny=["git__push*"]' in done.stdout and "(set by api)" in done.stdout
+            # The gateway polls the store once a second; the slack is for a busy machine.
+            await tools_changed(reader, 0, timeout=2.0)
+        tools = await listed(client)
+        assert "git__push" not in tools and "git__push_force" not in tools
+        assert "git__status" in tools
+        reply = await call(client, "git__push")
+        assert reply["error"] == {"code": -32602, "message": "unknown tool: git__push"}, reply
+
+        # Limits: one field at a time keeps the others; a bad value names the field.
+        bad = await run_cli(gw, "projects", "limits", "demo", "--rate", "0")
+        assert bad.returncode == 2
+        assert "projects.demo.limits.rate: expected a number > 0" in bad.stderr
+        bad = await run_cli(gw, "projects", "limits", "demo", "--burst", "2")
+        assert bad.returncode == 2
+        assert "projects.demo.limits.burst: expected rate to be set as well" in bad.stderr
+        done = await run_cli(gw, "projects", "limits", "demo", "--rate", "0.2")
+        assert done.returncode == 0, done.stderr
+        done = await run_cli(gw, "projects", "limits", "demo", "--burst", "1", "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["limits"]["rate"] == 0.2
+        with trio.fail_after(3):  # the CLI's limit is live too: the second call is refused
+            while gw.gateway.project("demo").limits.burst != 1:
+                await trio.sleep(0.05)
+        assert "result" in await call(client, "git__status")
+        r = await client.post({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+                               "params": {"name": "git__status", "arguments": {}}})
+        assert r.status_code == 429 and r.json()["error"]["code"] == -32056
+
+    shown = await run_cli(gw, "projects", "show", "demo", "--json")
+    data = json.loads(shown.stdout)
+    assert data["policy"] == {"allow": None, "deny": ["git__push*"], "read_only": False}
+    assert data["limits"]["rate"] == 0.2 and data["limits"]["burst"] == 1
+    assert data["set_by"] == {"policy": "api", "limits": "api"}
+    assert [m["params"]["name"] for m in git_rec.tool_calls()] == ["status"]
+    (policy,) = audit_rows(gw, "project.policy")
+    assert policy.actor.startswith("cli:") and policy.target == "demo"
+    assert json.loads(policy.detail) == {"deny": ["git__push*"]}
+    limits = audit_rows(gw, "project.limits")  # the two refused changes wrote nothing
+    assert [json.loads(e.detail) for e in limits] == [{"burst": 1, "rate": 0.2}, {"rate": 0.2}]
+
+
+async def test_admin_api_policy_and_limits_apply_at_once(start: Start, tmp_path: Path) -> None:
+    projects, git_rec, demo_rec = servers(tmp_path)
+    gw = await start(projects, {}, admin_token=ADMIN)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    base = f"{gw.url}/admin/projects"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(f"{base}/demo/policy", headers=admin)
+        assert r.json() == {"allow": None, "deny": [], "read_only": False, "set_by": None}
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        assert "demo__echo" in await listed(client)
+        async with client.get_stream() as stream:
+            reader = SseReader(stream)
+            r = await http.put(f"{base}/demo/policy", headers=admin,
+                               json={"allow": ["git__*"], "deny": ["git__push*"]})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"allow": ["git__*"], "deny": ["git__push*"],
+                                "read_only": False, "set_by": "api"}
+            # Applied before the answer: the very next list follows it.
+            assert set(await listed(client)) == {"git__status", "git__log"}
+            await tools_changed(reader, 0, timeout=1.0)
+        reply = await call(client, "demo__echo")
+        assert reply["error"]["code"] == -32602
+
+        # Addressed by id; a GET answer may be PUT back as it is.
+        project_id = (await http.get(f"{base}/demo", headers=admin)).json()["id"]
+        r = await http.put(f"{base}/{project_id}/limits", headers=admin,
+                           json={"rate": 0.2, "burst": 1, "set_by": None})
+        assert r.status_code == 200, r.text
+        assert r.json()["rate"] == 0.2 and r.json()["set_by"] == "api"
+        assert "result" in await call(client, "git__status")
+        r = await client.post({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                               "params": {"name": "git__status", "arguments": {}}})
+        assert r.status_code == 429 and r.json()["error"]["data"]["scope"] == "key"
+
+        # Bad bodies: 422 naming the field, and nothing stored.
+        for path, body, field in (
+            ("limits", {"rate": "fast"}, "projects.demo.limits.rate"),
+            ("limits", {"rate": 1, "burst": 0}, "projects.demo.limits.burst"),
+            ("limits", {"max_concurrent": True}, "projects.demo.limits.max_concurrent"),
+            ("policy", {"deny": "git__*"}, "projects.demo.policy.deny"),
+            ("policy", {"alow": ["x"]}, "projects.demo.policy"),
+            ("policy", ["git__*"], "body"),
+        ):
+            r = await http.put(f"{base}/demo/{path}", headers=admin, json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["error"]["field"] == field, (body, r.json())
+        assert "did you mean 'allow'" in (await http.put(
+            f"{base}/demo/policy", headers=admin, json={"alow": []})).json()["error"]["message"]
+        r = await http.get(f"{base}/demo/limits", headers=admin)
+        assert (r.json()["rate"], r.json()["burst"]) == (0.2, 1)
+        assert (await http.put(f"{base}/nope/policy", headers=admin, json={})).status_code == 404
+        assert (await http.get(f"{base}/demo/policy")).status_code == 401
+
+        spec = (await http.get(f"{gw.url}/admin/openapi.json")).json()
+        for path, schema in (("policy", "Policy"), ("limits", "Limits")):
+            ops = spec["paths"][f"/admin/projects/{{ref}}/{path}"]
+            assert set(ops) == {"parameters", "get", "put"}
+            assert ops["put"]["requestBody"]["content"]["application/json"]["schema"] == {
+                "$ref": f"#/components/schemas/{schema}"}
+        assert set(spec["components"]["schemas"]["Limits"]["properties"]) >= {
+            "rate", "burst", "project_rate", "project_burst", "max_concurrent"}
+
+        # The file is declarative for what it declares: a policy it declares is set back
+        # by an apply; the limits it does not declare stay as the admin API set them.
+        r = await http.put(f"{base}/demo/limits", headers=admin, json={"rate": 100})
+        assert r.status_code == 200 and r.json()["burst"] is None
+        write(tmp_path, projects, {"projects.demo.policy": {"deny": ["git__status"]}},
+              admin_token=ADMIN)
+        r = await http.post(f"{gw.url}/admin/apply", headers=admin)
+        assert r.status_code == 200, r.text
+        r = await http.get(f"{base}/demo/policy", headers=admin)
+        assert r.json() == {"allow": None, "deny": ["git__status"], "read_only": False,
+                            "set_by": "config"}
+        r = await http.get(f"{base}/demo/limits", headers=admin)
+        assert (r.json()["rate"], r.json()["set_by"]) == (100, "api")
+        assert "git__status" not in await listed(client)
+        assert "demo__echo" in await listed(client)
+    assert [m["params"]["name"] for m in git_rec.tool_calls()] == ["status"]
+    assert demo_rec.tool_calls() == []
+    (policy,) = audit_rows(gw, "project.policy")
+    assert (policy.actor, policy.target) == ("admin-api", "demo")
+    assert json.loads(policy.detail) == {"allow": ["git__*"], "deny": ["git__push*"]}
+    limits = audit_rows(gw, "project.limits")  # newest first; the refused bodies wrote nothing
+    assert [(e.actor, e.target) for e in limits] == [("admin-api", "demo")] * 2
+    assert [json.loads(e.detail) for e in limits] == [{"rate": 100}, {"rate": 0.2, "burst": 1}]
