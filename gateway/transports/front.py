@@ -356,7 +356,10 @@ class Front:
         try:
             return await http.read_body(self.gateway.config.gateway.max_body_bytes)
         except BodyTooLarge as exc:
-            raise Refused(413, errors.INVALID_REQUEST, str(exc), reason="size") from None
+            # The rest of the body stays unread, so the connection cannot carry another
+            # request: say so, or a client reusing it meets a closed socket.
+            raise Refused(413, errors.INVALID_REQUEST, str(exc), reason="size",
+                          headers=[(b"connection", b"close")]) from None
 
     # -- sessions -----------------------------------------------------------------
     async def open_session(self, options: SessionOptions, outlet: Outlet) -> Session:
