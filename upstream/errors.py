@@ -67,10 +67,14 @@ SHUTTING_DOWN = -32055
 #: Over a rate or concurrency limit (``[projects.P.limits]``); ``data.retryAfterMs``
 #: says when to retry (HTTP 429 with ``Retry-After`` where the answer is the POST's).
 RATE_LIMITED = -32056
+#: The route is closed by the project's tool policy or the key's allow list (HTTP 403):
+#: per-server routes serve a server raw, so a narrowed project or key uses the
+#: project endpoint.
+POLICY_RESTRICTED = -32057
 
 GATEWAY_CODES = frozenset({
     UPSTREAM_CLOSED, SESSION_BUSY, NOT_FOUND, UNAUTHORIZED, METHOD_NOT_ALLOWED, SHUTTING_DOWN,
-    RATE_LIMITED,
+    RATE_LIMITED, POLICY_RESTRICTED,
 })
 
 

@@ -302,12 +302,29 @@ class Front:
         if server is None:
             return await self.admit_project(http, project, authorization=authorization)
         key_hash = await self._check_access(http, project, authorization)
+        await self._refuse_if_narrowed(project, key_hash)
         found = self.gateway.server(project, server)
         if found is None:
             raise Refused(404, errors.NOT_FOUND, f"no server {server!r} in project {project!r}",
                           reason="route")
         config, supervisor = found
         return Target(project, config, supervisor, key_hash)
+
+    async def _refuse_if_narrowed(self, project: str, key_hash: str | None) -> None:
+        """A per-server route serves its server raw, past the project's tool policy and
+        the key's allow list; so it is closed (``403``) to a key with an allow list and
+        to every key of a project with a tool policy — they use the project endpoint."""
+        proj = self.gateway.project(project)
+        policy = proj.policy if proj is not None else None
+        if policy is not None and (policy.allow is not None or policy.deny or policy.read_only):
+            why = f"project {project!r} has a tool policy"
+        elif await self.gateway.key_allow(key_hash):
+            why = "this API key is narrowed to some tools"
+        else:
+            return
+        raise Refused(403, errors.POLICY_RESTRICTED,
+                      f"{why}, which only the project endpoint applies: use "
+                      f"/projects/{project}/mcp (or /sse, /ws)", reason="policy")
 
     async def admit_project(
         self, http: HttpRequest, project: str, *, authorization: str | None = None,
@@ -452,6 +469,12 @@ class Front:
         log.info("session %s (%s): %d request(s) to %s refused: over the %s rate limit "
                  "(retry in %d ms)", session.session_id, who, len(counted), session.project,
                  limited.scope, limited.retry_after_ms)
+        if limited.too_big:
+            # No retry would pass: say so instead of a retry hint that lies.
+            raise Refused(429, errors.RATE_LIMITED,
+                          f"{len(counted)} requests at once are more than the "
+                          f"{limited.scope} rate limit's burst: send fewer at a time",
+                          data={"scope": limited.scope, "retryable": False}, reason="rate")
         text = rate_limited_message(limited)
         data = {"retryAfterMs": limited.retry_after_ms, "scope": limited.scope}
         if session.options.transport in (Transport.LEGACY_SSE, Transport.WEBSOCKET):

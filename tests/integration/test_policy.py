@@ -28,7 +28,7 @@ from tests.support import (
 )
 from tests.support import stateless as stateless_wire
 from tests.support.sse import SseReader
-from tests.support.websocket import open_ws_client
+from tests.support.websocket import ConnectionRejected, open_ws_client
 
 POLICY_SERVER: dict[str, Any] = {
     "command": "python", "args": ["-m", "tests.servers.policy_server"], "cwd": str(REPO),
@@ -528,3 +528,63 @@ async def test_admin_api_policy_and_limits_apply_at_once(start: Start, tmp_path:
     limits = audit_rows(gw, "project.limits")  # newest first; the refused bodies wrote nothing
     assert [(e.actor, e.target) for e in limits] == [("admin-api", "demo")] * 2
     assert [json.loads(e.detail) for e in limits] == [{"rate": 100}, {"rate": 0.2, "burst": 1}]
+
+
+async def test_per_server_routes_are_closed_to_a_narrowed_key(
+    start: Start, tmp_path: Path,
+) -> None:
+    # Regression (review): a narrowed key could reach a server raw through
+    # /projects/P/servers/S/… and call what the project endpoint hides from it.
+    projects, git_rec, _ = servers(tmp_path)
+    gw = await start(projects, {})
+    narrowed = new_key(gw, ["demo__*"])
+    raw = f"{gw.url}/projects/demo/servers/git/mcp"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(f"{gw.url}/projects/demo/servers/git/sse", headers=auth(narrowed))
+        assert r.status_code == 403 and r.json()["error"]["code"] == -32057, r.text
+        r = await StreamableClient(http, raw, auth(narrowed)).initialize("2025-06-18")
+        assert r.status_code == 403
+        # An unnarrowed key of a project without a policy still has the raw routes.
+        plain = StreamableClient(http, raw, gw.auth())
+        await plain.connect("2025-06-18")
+        assert "result" in await plain.request("tools/list")
+    ws = f"ws{gw.url.removeprefix('http')}/projects/demo/servers/git/ws"
+    with pytest.raises(ConnectionRejected) as refused:
+        async with open_ws_client(ws, key=narrowed):
+            pass
+    assert refused.value.status_code == 403
+    assert git_rec.tool_calls() == []
+
+
+async def test_per_server_routes_are_closed_by_a_project_policy(
+    start: Start, tmp_path: Path,
+) -> None:
+    projects, git_rec, _ = servers(tmp_path)
+    gw = await start(projects, {"projects.demo.policy": POLICY})
+    async with httpx.AsyncClient(timeout=30) as http:
+        raw = f"{gw.url}/projects/demo/servers/git/mcp"
+        r = await StreamableClient(http, raw, gw.auth()).initialize("2025-06-18")
+        assert r.status_code == 403 and "/projects/demo/mcp" in r.json()["error"]["message"]
+    assert git_rec.tool_calls() == []
+
+
+async def test_a_restart_hands_project_sessions_the_new_server(
+    start: Start, tmp_path: Path,
+) -> None:
+    # Regression (review): the console's restart left live project sessions on the
+    # stopped supervisor ("server 'git' is stopped" until the client reconnected).
+    projects, git_rec, _ = servers(tmp_path)
+    gw = await start(projects, {})
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = StreamableClient(http, url(gw), gw.auth())
+        await client.connect("2025-06-18")
+        assert "git__status" in await listed(client)
+        assert await gw.gateway.restart_server("demo", "git", "the test")
+        with trio.fail_after(15):
+            while True:
+                reply = await client.request("tools/call", {"name": "git__status",
+                                                            "arguments": {}})
+                if "result" in reply:
+                    break
+                await trio.sleep(0.2)  # the new process is still starting
+    assert len(git_rec.requests("initialize")) == 2
