@@ -185,6 +185,8 @@ class Limited:
 
     scope: str
     retry_after_s: float
+    #: More requests at once than the bucket ever holds: waiting does not help.
+    too_big: bool = False
 
     @property
     def retry_after_ms(self) -> int:
@@ -212,6 +214,9 @@ class RateLimiter:
         if limits.project_rate is not None:
             buckets.append(("project", self._bucket(self._projects, project,
                                                     limits.project_rate, limits.project_burst)))
+        for scope, bucket in buckets:
+            if n > bucket.burst:
+                return Limited(scope, 0.0, too_big=True)
         waits = [(bucket.shortfall(now, n), scope) for scope, bucket in buckets]
         worst = max(waits, default=(0.0, ""))
         if worst[0] > 0:

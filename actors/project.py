@@ -102,14 +102,20 @@ def encode_cursor(cursors: Mapping[str, str]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: A merged cursor holds one short cursor per server; anything longer is not one of ours.
+MAX_CURSOR = 16_384
+
+
 def decode_cursor(cursor: Any) -> dict[str, str]:
     """The inverse of :func:`encode_cursor`; :class:`InvalidCursor` for anything else."""
     if not isinstance(cursor, str):
         raise InvalidCursor("the cursor must be a string")
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidCursor(f"invalid cursor: longer than {MAX_CURSOR} characters")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise InvalidCursor(f"invalid cursor: {exc}") from None
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()

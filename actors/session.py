@@ -575,6 +575,7 @@ class Session:
         started = trio.current_time()
         timing: list[float] = []
         reply: jsonrpc.Message | None = None
+        outcome = "cancelled"  # unless it finishes: the client's cancel, or the session ended
         try:
             with scope:
                 if method == "initialize":
@@ -582,25 +583,26 @@ class Session:
                 else:
                     reply = await self._forward(
                         message if trace is None else trace.forwarded(message), timing)
+            if scope.cancelled_caught:
+                self.outlet.abandon(msg_id)
+            elif reply is not None and "error" in reply:
+                outcome = _OUTCOMES.get(reply["error"].get("code"), "error")
+            else:
+                outcome = "ok"
         finally:
             self._tasks.pop(msg_id, None)
             self._maybe_idle()
             self._made_room()
-        if scope.cancelled_caught:
-            outcome = "cancelled"
-            self.outlet.abandon(msg_id)
-        elif reply is not None and "error" in reply:
-            outcome = _OUTCOMES.get(reply["error"].get("code"), "error")
-        else:
-            outcome = "ok"
-        if self.observer is not None:
-            total = trio.current_time() - started
-            self.observer(
-                self.project, self.server_name, method, outcome, total,
-                timing[0] if timing else None,
-            )
-        if trace is not None:
-            trace.end(outcome, reply)
+            # Also when the session's own end cancels this task: every request is
+            # observed and its span ended, cancelled ones included.
+            if self.observer is not None:
+                total = trio.current_time() - started
+                self.observer(
+                    self.project, self.server_name, method, outcome, total,
+                    timing[0] if timing else None,
+                )
+            if trace is not None:
+                trace.end(outcome, reply)
         if reply is not None and not scope.cancelled_caught:
             self.deliver(reply)
 

@@ -290,6 +290,9 @@ class Gateway:
             return False
         self._stop_server(key, f"server {project}/{name} was restarted by {why}")
         await self._start_server(project, found[0])
+        # Project sessions hold the supervisor too: hand them the new one.
+        self._update_project_sessions(
+            {"added": [], "changed": [f"{project}/{name}"], "removed": []})
         return True
 
     async def start_servers(self) -> None:

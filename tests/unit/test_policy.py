@@ -111,6 +111,19 @@ async def test_the_limiter_keys_buckets_by_key_and_project(
     fresh = RateLimiter()
     assert fresh.check("p", "k", limits, now(), 3) is not None
     assert fresh.check("p", "k", limits, now(), 2) is None
+    # More at once than a bucket ever holds: refused as such, never "retry in N ms".
+    too_big = RateLimiter().check("p", "k", limits, now(), 3)
+    assert too_big is not None and too_big.too_big and too_big.scope == "key"
+
+
+def test_a_cursor_too_deep_or_too_long_is_invalid_not_a_crash() -> None:
+    import base64
+
+    from actors.project import InvalidCursor, decode_cursor
+    deep = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    for cursor in (deep[:16_000], deep):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(cursor)
 
 
 def test_the_concurrency_gate_counts_per_server() -> None:
