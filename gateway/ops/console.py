@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -48,7 +49,7 @@ from actors.session import LATEST_VERSION
 from config import ConfigError, StoreError, redacted_spec
 from upstream import errors, jsonrpc
 
-from ..http.origin import OriginPolicy, check_request
+from ..http.origin import OriginPolicy, Refusal, check_request
 from ..transports.front import Front
 
 ACTOR = "console"
@@ -231,7 +232,17 @@ def register_console(
         return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
     def check_origin() -> None:
-        refusal = check_request(policy, request.headers.get("Host"), request.headers.get("Origin"))
+        """The gateway's Origin/Host policy, and more: the console answers only its own
+        pages. SameSite does not tell ports apart, so a page on another loopback port
+        would send the cookie; its Origin (or ``Sec-Fetch-Site``) gives it away."""
+        host, origin = request.headers.get("Host"), request.headers.get("Origin")
+        refusal = check_request(policy, host, origin)
+        if refusal is None and origin is not None and (
+                urlsplit(origin).netloc.lower() != (host or "").strip().lower()):
+            refusal = Refusal(403, f"Origin {origin!r} is not this console's", "origin")
+        if refusal is None and request.headers.get("Sec-Fetch-Site") not in (
+                None, "same-origin", "none"):
+            refusal = Refusal(403, "the console answers its own pages only", "origin")
         if refusal is not None:
             gateway.metrics.rejected.labels(refusal.reason).inc()
             raise ConsoleRefusal(refusal.status, refusal.message)

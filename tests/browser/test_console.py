@@ -153,6 +153,14 @@ async def test_console_api_needs_session_and_csrf(start_gateway: Any) -> None:
         r = await http.post("/console/api/keys", json={"project": "demo"},
                             headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"})
         assert r.status_code == 403
+        # So is another loopback page (same site to the cookie, not the console), even
+        # for a read that starts upstream work.
+        other = {"Origin": "http://localhost:5173", "Sec-Fetch-Site": "same-site"}
+        r = await http.get("/console/api/servers/demo/demo/tools", headers=other)
+        assert r.status_code == 403
+        r = await http.get("/console/api/servers/demo/demo/tools",
+                           headers={"Sec-Fetch-Site": "cross-site"})
+        assert r.status_code == 403
         r = await http.post("/console/api/keys", json={"project": "demo"},
                             headers={"X-CSRF-Token": csrf})
         assert r.status_code == 201
