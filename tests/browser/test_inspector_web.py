@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import trio
 
+from tests.interop.peers import node_env, peer
 from tests.support import DEMO_SERVER, REPO, Recording
 
 INSPECTOR = REPO / "tests/interop/node_modules/.bin/mcp-inspector"
@@ -75,7 +76,8 @@ async def inspector_web(transport: str, url: str, key: str) -> AsyncIterator[str
                     await proc.wait()
 
 
-def _connect_and_echo(open_page: Any, url: str, shots: Path, tag: str, text: str) -> str:
+def _connect_and_echo(open_page: Any, url: str, shots: Path, tag: str, text: str,
+                      argument: str) -> str:
     with open_page() as page:
         page.goto(url)
         page.get_by_role("switch").first.check(force=True)
@@ -84,7 +86,7 @@ def _connect_and_echo(open_page: Any, url: str, shots: Path, tag: str, text: str
         page.get_by_text("Tools", exact=True).first.click()
         page.get_by_text("echo", exact=True).first.click()
         page.screenshot(path=str(shots / f"{tag}-02-tools.png"))
-        page.get_by_label(re.compile(r"^text")).first.fill(text)
+        page.get_by_label(re.compile(rf"^{argument}")).first.fill(text)
         page.get_by_role("button", name="Execute Tool").click()
         page.get_by_text(text).last.wait_for()
         page.screenshot(path=str(shots / f"{tag}-03-echo.png"), full_page=True)
@@ -110,10 +112,28 @@ async def test_inspector_web_ui_connects_and_runs_echo(
     text = f"hello from the inspector over {transport}"
     async with inspector_web(transport, url, gw.keys["demo"]) as ui:
         body = await trio.to_thread.run_sync(
-            _connect_and_echo, browser_page, ui, artifacts, transport, text)
+            _connect_and_echo, browser_page, ui, artifacts, transport, text, "text")
     assert text in body
     calls = recording.tool_calls("echo")
     assert calls and calls[-1]["params"]["arguments"] == {"text": text}
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_inspector_web_ui_with_server_everything(
+    start_gateway: Any, browser_page: Any, artifacts: Path, transport: str
+) -> None:
+    everything = peer("mcp-server-everything")
+    gw = await start_gateway({"demo": {"servers": {"everything": {
+        "command": str(everything), "args": ["stdio"], "env": {"PATH": node_env()["PATH"]},
+        "first_start_timeout_s": 60}}}})
+    url = (gw.mcp_url(server="everything") if transport == "http"
+           else gw.sse_url(server="everything"))
+    text = f"everything over {transport}"
+    async with inspector_web(transport, url, gw.keys["demo"]) as ui:
+        body = await trio.to_thread.run_sync(
+            _connect_and_echo, browser_page, ui, artifacts, f"everything-{transport}", text,
+            "message")
+    assert f"Echo: {text}" in body
 
 
 async def test_inspector_web_ui_shows_why_a_wrong_key_fails(
