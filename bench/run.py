@@ -126,7 +126,8 @@ def gateway(tmp: Path):  # noqa: ANN201
     config = tmp / "bench.toml"
     config.write_text(
         f'[gateway]\nhost = "127.0.0.1"\nport = {port}\nstate_dir = "state"\n'
-        f'session_queue = 256\n\n[projects.bench]\n'
+        # The idle scenario holds 10,000 streams: above the default connection cap.
+        f'session_queue = 256\nmax_connections = 20000\n\n[projects.bench]\n'
         f'[projects.bench.servers.echo]\ncommand = "python"\nargs = [{json.dumps(ECHO[1])}]\n'
     )
     key = subprocess.run(
