@@ -335,6 +335,8 @@ class Gateway:
         sessions (they were admitted under the old rule).
         """
         new = attrs.evolve(self.config, projects=projects)
+        for gone in self.config.projects.keys() - new.projects.keys():
+            self.keys.forget_project(gone)  # its keys went with it
         old_servers = _servers_of(self.config)
         new_servers = _servers_of(new)
         changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": []}

@@ -57,6 +57,12 @@ class KeyVerifier:
         """Drop a cached answer (the key was revoked): the next request asks the store."""
         self._cache.pop(bytes.fromhex(key_hash), None)
 
+    def forget_project(self, project: str) -> None:
+        """Drop the cached answers naming ``project`` (it was deleted, and its keys
+        with it): their next request asks the store, and gets ``401``."""
+        for digest in [d for d, (owner, _) in self._cache.items() if owner == project]:
+            del self._cache[digest]
+
     async def project_for(self, key: str) -> str | None:
         digest = hashlib.sha256(key.encode()).digest()
         now = self.clock()

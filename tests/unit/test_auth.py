@@ -48,3 +48,23 @@ async def test_concurrent_misses_share_one_lookup() -> None:
     assert store.calls == 2
     assert await verifier.project_for("bad") is None
     assert store.calls == 3
+
+
+async def test_a_deleted_projects_cached_keys_are_forgotten() -> None:
+    # Regression (seen in CI): a key of a just-deleted project still answered 404
+    # ("another project's key") from the cache instead of 401, for up to ttl_s.
+    class Keys:
+        owners = {"k-ops": "ops", "k-dev": "dev"}
+
+        def project_for_key(self, key: str) -> str | None:
+            return self.owners.get(key)
+
+    store = Keys()
+    verifier = KeyVerifier(store, ttl_s=60)  # type: ignore[arg-type]
+    assert await verifier.project_for("k-ops") == "ops"
+    assert await verifier.project_for("k-dev") == "dev"
+    del store.owners["k-ops"]  # the project and its keys are deleted
+    assert await verifier.project_for("k-ops") == "ops"  # still cached
+    verifier.forget_project("ops")
+    assert await verifier.project_for("k-ops") is None
+    assert await verifier.project_for("k-dev") == "dev"  # other projects keep theirs
