@@ -82,7 +82,6 @@ async def test_websocket_connection_of_a_client_that_does_not_read_is_closed(
     gw = await start_gateway(session_queue=4)
     connections = gw.gateway.connections
     url = gw.url.replace("http://", "ws://") + "/projects/demo/servers/demo/ws"
-    aborted = False
     try:
         async with open_ws_client(url, key=gw.keys["demo"]) as client:
             before = connections.open
@@ -94,7 +93,8 @@ async def test_websocket_connection_of_a_client_that_does_not_read_is_closed(
             # Not reading at all, past the grace: the gateway lets go of the socket.
             await wait_until(lambda: connections.open < before)
     except ConnectionClosed as exc:
-        aborted = exc.reason.code == 1006  # no close frame: the connection was cut
-    assert aborted
+        # Cut (1006, no close frame) or, when the close frame still fit in the
+        # socket buffers, closed with the reason (1008): either way, let go of.
+        assert exc.reason.code in (1006, 1008), exc.reason
     async with open_ws_client(url, key=gw.keys["demo"]) as client:
         assert (await client.request("ping"))["result"] == {}
