@@ -494,6 +494,8 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            "a number > 0", gateway.http_session_idle_s)
     _check(gateway.input_wait_s > 0, source, "gateway.input_wait_s", "a number > 0",
            gateway.input_wait_s)
+    _check(gateway.answer_window_s >= 0, source, "gateway.answer_window_s", "a number >= 0",
+           gateway.answer_window_s)
     _check(gateway.header_timeout_s > 0, source, "gateway.header_timeout_s", "a number > 0",
            gateway.header_timeout_s)
     _check(gateway.max_connections >= 1, source, "gateway.max_connections", "an int >= 1",

@@ -145,6 +145,11 @@ class TelemetrySettings:
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
+#: The default of ``gateway.answer_window_s`` (the same 50 ms the 2026-07-28 path
+#: gives a request's questions to gather, ``gateway/transports/stateless``).
+ANSWER_WINDOW_S = 0.05
+
+
 @attrs.frozen
 class GatewaySettings:
     """Where the gateway listens, where it keeps state, and its global limits."""
@@ -182,6 +187,10 @@ class GatewaySettings:
     sse_poll_s: float = 0.0
     #: The ``retry:`` hint (ms) in priming events: how soon a client should reconnect.
     sse_retry_ms: int = 1000
+    #: Streamable HTTP 2025-11-25: how long a ``tools/call`` POST holds its answer
+    #: before it becomes an SSE stream (priming event first, resumable); a result
+    #: ready sooner, with nothing else before it, is a plain JSON body (0: always SSE).
+    answer_window_s: float = ANSWER_WINDOW_S
     #: 2026-07-28 (MRTR): how long a request that asked the client for input
     #: waits for the retry carrying ``inputResponses`` before it is cancelled.
     input_wait_s: float = 300.0

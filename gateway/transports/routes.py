@@ -76,7 +76,8 @@ class McpRoutes:
                     scope: Scope, receive: Receive, send: Send) -> None:
         http = HttpRequest(scope, receive, send)
         # A client that goes away cancels its request's handling (a 2026-07-28
-        # request then ends upstream; a stateful session's request runs on).
+        # request then ends upstream; a stateful session's request runs on once
+        # its answer has begun, ``streamable.await_answer``).
         async with trio.open_nursery() as nursery:
             http.cancel_on_disconnect(nursery)
             await self._answer(http, route, project, server)

@@ -14,8 +14,9 @@ One endpoint per server, ``/projects/{project}/servers/{server}/mcp``:
   responses alone get ``202``. A request is answered with JSON when nothing
   else comes first, and with an SSE stream when the server has something to
   send before the result — progress, log messages, sampling or elicitation
-  requests — or, for ``tools/call`` in 2025-11-25, at once with a priming
-  event so the client can resume. The ``Accept`` header must list both
+  requests — or, for ``tools/call`` in 2025-11-25, when the result is not
+  there within ``gateway.answer_window_s`` (50 ms): that stream starts with a
+  priming event so the client can resume. The ``Accept`` header must list both
   ``application/json`` and ``text/event-stream`` (``406``); the body must
   be ``application/json`` (``415``).
 * ``GET`` opens the session's standalone stream for server-initiated
@@ -26,12 +27,15 @@ One endpoint per server, ``/projects/{project}/servers/{server}/mcp``:
 
 Disconnecting is not cancelling (2025-11-25 "Cancellation"): a request whose
 stream dropped runs on and its answer waits for the client to resume; only
-``notifications/cancelled`` cancels.
+``notifications/cancelled`` cancels. A client that leaves while its answer is
+still held (before a JSON body or the stream's first event) has no event id
+to resume with, so its requests are cancelled for it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,26 +140,60 @@ async def stream_frames(
 
 
 
-#: What :func:`await_answer` decided: a JSON body, an SSE stream, or the session ended.
+#: What :func:`await_answer` decided: ``("json", body)``, ``("sse", None)``,
+#: ``("empty", None)`` (its requests were cancelled: nothing is due) or
+#: ``("ended", None)`` (the session ended first).
 Answer = tuple[str, Any]
+#: How long a cancellation for a client that left may wait for room in the session's inbox.
+_CANCEL_SUBMIT_S = 1.0
 
 
-async def await_answer(session: Session, stream: EventStream, *, batch: bool, sse_now: bool) -> Answer:
-    """JSON when the answer is all there is; SSE as soon as anything else comes first."""
-    if sse_now:
+async def await_answer(
+    session: Session, stream: EventStream, *, batch: bool, window_s: float | None
+) -> Answer:
+    """Hold the choice between a JSON body and an SSE stream until it is clear.
+
+    JSON when every response of the POST has arrived and nothing else came
+    before them; SSE as soon as anything else (a notification, a
+    server→client request) is queued on the stream — it then goes first on
+    the stream, the responses after it — or once ``window_s`` has passed
+    without the whole answer (``None``: no such deadline). The responses
+    stay queued on ``stream`` until the choice is made, so whatever it is
+    each is delivered exactly once.
+
+    Error handling: a client that leaves while its answer is held has no
+    event id to resume from, so nothing can reach it any more: its requests
+    still unanswered are cancelled, as by its own ``notifications/cancelled``
+    (the upstream is told), before the cancellation goes on.
+    """
+    try:
+        with trio.move_on_after(math.inf if window_s is None else window_s):
+            while not (stream.finished or stream.has_non_response()):
+                await stream.wait_changed()
+    except BaseException:
+        await _cancel_held(session, stream)
+        raise
+    if stream.has_non_response() or not stream.finished:
         return ("sse", None)
-    while not (stream.finished or stream.has_non_response()):
-        await stream.wait_changed()
-    if stream.finished and not stream.has_non_response():
-        replies = stream.responses()
-        if not replies:
-            if session.closing:
-                return ("ended", None)
-            # Cancelled by the client: no response is due; the stream just ends.
-            return ("sse", None)
-        stream.delivered = stream.next_seq - 1
-        return ("json", replies if batch else replies[0])
-    return ("sse", None)
+    replies = stream.responses()
+    if not replies:
+        # Cancelled by the client (no response is due), or the session ended.
+        return ("ended", None) if session.closing else ("empty", None)
+    stream.delivered = stream.next_seq - 1
+    return ("json", replies if batch else replies[0])
+
+
+async def _cancel_held(session: Session, stream: EventStream) -> None:
+    """Cancel the requests ``stream`` still waits for (its client left before it began)."""
+    if session.closing or not stream.awaiting:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(_CANCEL_SUBMIT_S):
+        for request_id in list(stream.awaiting):
+            log.debug("session %s: client left before the answer to %r began; cancelling it",
+                      session.session_id, request_id)
+            await session.submit(jsonrpc.notification("notifications/cancelled", {
+                "requestId": request_id,
+                "reason": "the client went away before its answer began"}))
 
 
 def check_post_headers(http: HttpRequest) -> None:
@@ -236,7 +274,7 @@ class Streamable:
         headers = [(SESSION_HEADER.lower().encode(), session.session_id.encode())]
         try:
             await session.submit(message)
-            kind, payload = await await_answer(session, stream, batch=False, sse_now=False)
+            kind, payload = await await_answer(session, stream, batch=False, window_s=None)
         except BaseException:
             # The client never learned this session's id: nobody can use it.
             session.close("the client went away during initialize")
@@ -277,14 +315,18 @@ class Streamable:
         if stream is None:
             await http.reply(202, b"", content_type=b"text/plain")
             return None
-        sse_now = negotiated >= RESUMABLE_FROM and parsed.has_request("tools/call")
-        kind, payload = await await_answer(session, stream, batch=parsed.batch, sse_now=sse_now)
+        # A tool call may run long: a 2025-11-25 client gets a resumable stream unless
+        # its answer is ready within the window.
+        resumable = negotiated >= RESUMABLE_FROM and parsed.has_request("tools/call")
+        window_s = self.front.gateway.config.gateway.answer_window_s if resumable else None
+        kind, payload = await await_answer(session, stream, batch=parsed.batch, window_s=window_s)
         if kind == "json":
             return JsonReply(payload)
         if kind == "ended":
             raise Refused(404, errors.NOT_FOUND, "the session ended before answering",
                           reason="session")
-        return self._stream_reply(session, stream, 0, priming=sse_now)
+        # An empty stream (its requests were cancelled) gets no id to resume from.
+        return self._stream_reply(session, stream, 0, priming=resumable and kind == "sse")
 
     # -- GET ----------------------------------------------------------------------
     async def get(self, http: HttpRequest, project: str, server: str | None) -> Reply:

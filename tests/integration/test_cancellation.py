@@ -4,9 +4,10 @@ Asserted on the upstream's side: the demo server records what it reads
 (``MCP_ORCH_RECORD``), and each test checks that the cancellation names the
 id the upstream saw on the ``tools/call`` — the gateway's remapped id, not the
 client's. Paths: the client's own ``notifications/cancelled`` (legacy SSE,
-Streamable HTTP), the client going away (legacy SSE stream dropped, Streamable
-HTTP ``DELETE``, a 2026-07-28 response stream closed), and the gateway's
-``request_timeout_s``.
+Streamable HTTP, also while the POST's answer is still held), the client going
+away (legacy SSE stream dropped, Streamable HTTP ``DELETE``, a Streamable HTTP
+POST closed before its answer began, a 2026-07-28 response stream closed), and
+the gateway's ``request_timeout_s``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,64 @@ async def test_client_cancellation_over_streamable_http(
             assert r.status_code == 202
             await assert_cancelled_upstream(recording, upstream_id)
             nursery.cancel_scope.cancel()
+
+
+async def test_client_cancellation_while_the_answer_is_held(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    """2025-11-25, a tools/call still in its answer window (long here, so certainly):
+    the client's ``notifications/cancelled`` reaches the upstream, and the held POST
+    ends with an empty stream — no response, no event id to resume from."""
+    gw = await start_gateway(recorded_demo(recording), answer_window_s=60)
+    async with httpx.AsyncClient(timeout=20) as http:
+        client = StreamableClient(http, gw.mcp_url(), gw.auth())
+        await client.connect("2025-11-25")
+        answers: list[httpx.Response] = []
+
+        async def held_call() -> None:
+            answers.append(await client.post(rpc("call-1", "tools/call", SLOW_CALL)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(held_call)
+            upstream_id = await recording.upstream_id_of_call("sleep")
+            r = await client.post(cancelled("call-1"))
+            assert r.status_code == 202
+            await assert_cancelled_upstream(recording, upstream_id)
+        [answer] = answers
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.content == b""
+
+
+async def test_a_client_leaving_while_its_answer_is_held_cancels_upstream(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    """2025-11-25: hanging up before the answer began (in the window, no priming event
+    yet) leaves the client nothing to resume from, so the gateway cancels the call."""
+    gw = await start_gateway(recorded_demo(recording), answer_window_s=60)
+    async with httpx.AsyncClient(timeout=20) as http:
+        client = StreamableClient(http, gw.mcp_url(), gw.auth())
+        await client.connect("2025-11-25")
+        session_id = client.session_id
+
+    async def call_then_hang_up(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            async with httpx.AsyncClient(timeout=20) as http:
+                caller = StreamableClient(http, gw.mcp_url(), gw.auth(), session_id,
+                                          "2025-11-25")
+                await caller.post(rpc("call-1", "tools/call", SLOW_CALL))
+
+    async with trio.open_nursery() as nursery:
+        hang_up = await nursery.start(call_then_hang_up)
+        upstream_id = await recording.upstream_id_of_call("sleep")
+        assert recording.cancellations() == []
+        hang_up.cancel()  # the connection closes before any byte of the answer
+    await assert_cancelled_upstream(recording, upstream_id)
+    # The session lives on: only the request was cancelled.
+    async with httpx.AsyncClient(timeout=20) as http:
+        client = StreamableClient(http, gw.mcp_url(), gw.auth(), session_id, "2025-11-25")
+        assert (await client.request("ping"))["result"] == {}
 
 
 async def test_a_dropped_legacy_sse_stream_cancels_upstream(

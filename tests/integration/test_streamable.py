@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.conftest import StartGateway
 from tests.support import (
+    DEMO_SERVER,
+    Recording,
     RunningGateway,
     SseComment,
+    SseEvent,
     StreamableClient,
     aiter_sse,
+    cancelled,
+    parse_events,
     rpc,
     sse_messages,
     streamable,
 )
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Recording:
+    return Recording(tmp_path / "upstream.jsonl")
+
+
+def recorded_demo(recording: Recording) -> dict[str, Any]:
+    return {"demo": {"servers": {"demo": recording.server(DEMO_SERVER)}}}
 
 
 def mcp_url(gw: RunningGateway) -> str:
@@ -83,8 +100,8 @@ async def test_session_lifecycle_and_status_codes(start_gateway: StartGateway) -
         assert r.status_code == 404
 
 
-async def test_batches_in_2025_03_26(start_gateway: StartGateway) -> None:
-    gw = await start_gateway()
+async def test_batches_in_2025_03_26(start_gateway: StartGateway, recording: Recording) -> None:
+    gw = await start_gateway(recorded_demo(recording))
     async with httpx.AsyncClient(timeout=20) as http:
         session = await initialize(http, gw, "2025-03-26")
         h = headers(gw, session, "2025-03-26")
@@ -92,8 +109,12 @@ async def test_batches_in_2025_03_26(start_gateway: StartGateway) -> None:
                  rpc("b", "tools/call", {"name": "echo", "arguments": {"text": "two"}})]
         r = await http.post(mcp_url(gw), headers=h, json=batch)
         assert r.status_code == 200, r.text
+        # One JSON array, one response per request (JSON-RPC leaves their order open).
+        assert r.headers["content-type"].startswith("application/json")
         replies = {m["id"]: m["result"]["content"][0]["text"] for m in r.json()}
-        assert replies == {"a": "one", "b": "two"}
+        assert replies == {"a": "one", "b": "two"} and len(r.json()) == 2
+    texts = sorted(c["params"]["arguments"]["text"] for c in recording.tool_calls("echo"))
+    assert texts == ["one", "two"]
 
 
 async def test_progress_makes_the_answer_an_sse_stream(start_gateway: StartGateway) -> None:
@@ -113,9 +134,11 @@ async def test_progress_makes_the_answer_an_sse_stream(start_gateway: StartGatew
 
 
 async def test_dropped_stream_is_resumed_and_the_result_arrives_exactly_once(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, recording: Recording,
 ) -> None:
-    gw = await start_gateway()
+    """A call slower than the answer window (default 50 ms) streams with a priming event;
+    hanging up after it is not cancelling: the call runs on and is resumed."""
+    gw = await start_gateway(recorded_demo(recording))
     async with httpx.AsyncClient(timeout=20) as http:
         session = await initialize(http, gw, "2025-11-25")
         h = headers(gw, session, "2025-11-25")
@@ -136,6 +159,8 @@ async def test_dropped_stream_is_resumed_and_the_result_arrives_exactly_once(
         replies = [m for _, m in sse_messages(r.text) if m and m.get("id") == "call-1"]
         assert len(replies) == 1
         assert replies[0]["result"]["content"][0]["text"] == "slept 1.0 s"
+        # The upstream ran the call once and was never told to cancel it.
+        assert len(recording.tool_calls("sleep")) == 1 and recording.cancellations() == []
         # An id the gateway never issued is a clear error, not an empty stream.
         r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream",
                                                  "Last-Event-ID": "999-1"})
@@ -228,13 +253,14 @@ async def test_requests_of_an_open_session_keep_every_rule(start_gateway: StartG
         r = await http.post(mcp_url(gw), headers=h,
                             json={"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})
         assert r.status_code == 202
-        # 2025-11-25 tools/call streams at once, priming event first.
+        # A 2025-11-25 tools/call slower than the answer window streams, priming event first.
         r = await http.post(mcp_url(gw), headers=h,
-                            json=rpc(6, "tools/call", {"name": "echo", "arguments": {"text": "hi"}}))
+                            json=rpc(6, "tools/call", {"name": "sleep",
+                                                       "arguments": {"seconds": 0.3}}))
         assert r.headers["content-type"].startswith("text/event-stream")
         events = sse_messages(r.text)
         assert events[0][1] is None and events[0][0]
-        assert events[-1][1]["result"]["content"][0]["text"] == "hi"
+        assert events[-1][1]["result"]["content"][0]["text"] == "slept 0.3 s"
         # initialize sent with a (stale) session header still opens a new session.
         r = await http.post(mcp_url(gw), headers=h, json=rpc(0, "initialize", {
             "protocolVersion": "2025-11-25", "capabilities": {},
@@ -264,3 +290,103 @@ async def test_idle_streams_get_keepalive_comments(start_gateway: StartGateway) 
                         seen.append(trio.current_time())
             # About one comment per 0.2 s of silence (loose: the machine may be busy).
             assert len(seen) >= 2, seen
+
+
+# -- JSON when the answer is ready (2025-11-25 tools/call) ---------------------------------
+# A long window (``answer_window_s``) makes "the result came first" certain on a busy
+# machine; the window passing is shown with the default one and a call that sleeps.
+
+async def test_a_ready_tool_result_is_a_json_body(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    gw = await start_gateway(recorded_demo(recording), answer_window_s=30)
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-11-25")
+        r = await http.post(mcp_url(gw), headers=headers(gw, session, "2025-11-25"),
+                            json=rpc("c1", "tools/call",
+                                     {"name": "echo", "arguments": {"text": "hi"}}))
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json() == {"jsonrpc": "2.0", "id": "c1",
+                            "result": {"content": [{"type": "text", "text": "hi"}]}}
+    assert [c["params"]["arguments"] for c in recording.tool_calls()] == [{"text": "hi"}]
+
+
+async def test_progress_before_the_result_makes_the_answer_a_stream(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    """Priming event, the progress, then the result — each once, with distinct ids."""
+    gw = await start_gateway(recorded_demo(recording), answer_window_s=60)
+    async with httpx.AsyncClient(timeout=30) as http:
+        session = await initialize(http, gw, "2025-11-25")
+        r = await http.post(mcp_url(gw), headers=headers(gw, session, "2025-11-25"),
+                            json=rpc(7, "tools/call", {
+                                "name": "sleep", "arguments": {"seconds": 0.5},
+                                "_meta": {"progressToken": "p"}}))
+    assert r.headers["content-type"].startswith("text/event-stream")
+    priming, *events = parse_events(r.text)
+    assert priming.id and priming.retry and priming.json() is None
+    messages = [e.json() for e in events]
+    assert [m.get("method") for m in messages[:-1]] == ["notifications/progress"] * 5
+    assert messages[0]["params"]["progressToken"] == "p"
+    assert messages[-1] == {"jsonrpc": "2.0", "id": 7,
+                            "result": {"content": [{"type": "text", "text": "slept 0.5 s"}]}}
+    assert len({e.id for e in [priming, *events]}) == len(events) + 1
+    assert len(recording.tool_calls("sleep")) == 1
+
+
+async def test_a_notification_in_the_window_starts_the_stream_then(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    """The stream begins with the first progress, not when the window or the call ends:
+    its events arrive while the call still runs (it is cancelled unfinished here)."""
+    gw = await start_gateway(recorded_demo(recording), answer_window_s=60)
+    async with httpx.AsyncClient(timeout=20) as http:
+        client = StreamableClient(http, mcp_url(gw), gw.auth())
+        await client.connect("2025-11-25")
+        call = rpc(8, "tools/call", {"name": "sleep", "arguments": {"seconds": 30},
+                                     "_meta": {"progressToken": "p"}})
+        async with client.stream_post(call) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = aiter_sse(r)
+            priming = await anext_event(events)
+            first = await anext_event(events)
+            assert priming.json() is None and priming.id
+            assert first.json()["method"] == "notifications/progress"
+            upstream_id = await recording.upstream_id_of_call("sleep")
+            assert (await client.post(cancelled(8))).status_code == 202
+            rest = [e.json() for e in [e async for e in events] if isinstance(e, SseEvent)]
+    assert not any("result" in m for m in rest)  # it never finished
+    assert await recording.wait_cancelled(upstream_id) == [upstream_id]
+
+
+async def test_a_call_slower_than_the_window_resumes_from_its_priming_event(
+    start_gateway: StartGateway, recording: Recording,
+) -> None:
+    gw = await start_gateway(recorded_demo(recording), sse_poll_s=0.2)
+    async with httpx.AsyncClient(timeout=20) as http:
+        session = await initialize(http, gw, "2025-11-25")
+        h = headers(gw, session, "2025-11-25")
+        r = await http.post(mcp_url(gw), headers=h, json=rpc(
+            "slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 0.6}}))
+        # The gateway closed the stream (polling) before the result: priming event only.
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = parse_events(r.text)
+        assert [e.json() for e in events] == [None] and events[0].retry == 1000
+        r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream",
+                                                 "Last-Event-ID": events[0].id})
+        messages = [m for _, m in sse_messages(r.text) if m is not None]
+        while not any("result" in m for m in messages):  # polled again: resume once more
+            last = [i for i, _ in sse_messages(r.text) if i][-1]
+            r = await http.get(mcp_url(gw), headers={**h, "Accept": "text/event-stream",
+                                                     "Last-Event-ID": last})
+            messages += [m for _, m in sse_messages(r.text) if m is not None]
+    assert [m["id"] for m in messages if "result" in m] == ["slow"]
+    assert len(recording.tool_calls("sleep")) == 1
+
+
+async def anext_event(events: Any) -> SseEvent:
+    """The next event of ``aiter_sse`` (comments skipped)."""
+    while not isinstance(item := await events.__anext__(), SseEvent):
+        pass
+    return item
