@@ -77,3 +77,11 @@ class SchemaVersionError(StoreError):
 
     kind = "schema_version"
     status = 500
+
+
+class StoreUnavailableError(StoreError):
+    """The store's database cannot be reached (PostgreSQL down, restarting, or the
+    connection broke): nothing was read or written. The next call tries again."""
+
+    kind = "unavailable"
+    status = 503

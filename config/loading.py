@@ -465,6 +465,19 @@ def projects_from_store(projects: Any, servers: Any, source: str) -> dict[str, P
     return result
 
 
+def _check_store(value: str, source: str) -> None:
+    """``gateway.store``: a PostgreSQL URL, or ``${VAR}`` references (expanded when
+    the store is opened, so the DSN's password never sits in the config)."""
+    try:
+        names = env_refs(value)
+    except ValueError as exc:
+        raise ConfigError.at(source, "gateway.store", str(exc)) from None
+    if not names and not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError.at(
+            source, "gateway.store", "expected a postgresql:// URL or ${VAR} (unset: SQLite in "
+            f"state_dir), got {value.partition('://')[0] or value[:20]!r}")
+
+
 def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
     """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base_dir``."""
     data = dict(data)
@@ -507,6 +520,8 @@ def parse_config(data: dict[str, Any], source: str, base_dir: Path) -> Config:
            gateway.max_tool_name)
     _check(gateway.list_timeout_s > 0, source, "gateway.list_timeout_s", "a number > 0",
            gateway.list_timeout_s)
+    if gateway.store is not None:
+        _check_store(gateway.store, source)
     telemetry = gateway.telemetry
     if telemetry.endpoint is not None:
         _check(telemetry.endpoint.startswith(HTTP_SCHEMES), source, "gateway.telemetry.endpoint",

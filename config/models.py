@@ -157,6 +157,10 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8000
     state_dir: str = "state"
+    #: Where projects, servers and keys live: a ``postgresql://`` DSN (may be
+    #: ``${VAR}``; several instances then share it) or unset, for SQLite in
+    #: ``state_dir``.
+    store: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     keepalive_s: float = 15.0
     #: Messages queued per legacy SSE / WebSocket session at most (half of it for

@@ -1,4 +1,9 @@
-"""The embedded store: SQLite in ``state_dir`` — projects, servers, API keys, audit log.
+"""The store: projects, servers, API keys, audit log, the instance registry.
+
+SQLite in ``state_dir`` by default (embedded); PostgreSQL when ``[gateway]
+store`` names one (several instances then share it). One API, one schema and
+one table of migrations for both; what differs between the engines lives in
+``config/store_backends.py``.
 
 Projects and servers live here at run time; the TOML file is applied into
 the store declaratively (``apply_declared``: what it declares is created or
@@ -29,9 +34,19 @@ once at creation. Only their SHA-256 is stored — a fast hash is right for
 high-entropy secrets, and lets every request be checked with one indexed
 lookup. A short prefix and a name identify a key afterwards.
 
-The API is synchronous (sqlite3); async code calls it through
-``trio.to_thread.run_sync``. A lock serialises use of the one connection,
-which is opened with ``check_same_thread=False`` for that reason.
+Schema 4 adds the instance registry (``instances``: each gateway's id, the
+internal address peers forward to, pid, host, start and last heartbeat) and
+``meta.cluster_secret`` (signs session ids); neither is audited, nor
+announced as a config change.
+
+A committed operator change reaches every instance: on PostgreSQL as a
+``NOTIFY`` on ``mcp_orch_changes`` sent by the committing transaction
+(instances joining or leaving on ``mcp_orch_instances``), on SQLite by
+polling ``data_version``; :meth:`Store.wait_for_change` waits for either.
+
+The API is synchronous (sqlite3, psycopg 3's sync API); async code calls it
+through ``trio.to_thread.run_sync``. SQLite: one connection under a lock;
+PostgreSQL: a small pool (see ``store_backends``).
 """
 
 from __future__ import annotations
@@ -40,25 +55,35 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import secrets
-import sqlite3
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .errors import AlreadyExistsError as AlreadyExistsError
+from .errors import ConfigError
 from .errors import NotFoundError as NotFoundError
 from .errors import SchemaVersionError as SchemaVersionError
 from .errors import StoreError as StoreError
+from .errors import StoreUnavailableError as StoreUnavailableError
+from .models import env_refs, expand_env
+from .store_backends import CHANGES as CHANGES
+from .store_backends import INSTANCES as INSTANCES
+from .store_backends import Backend, Db, PostgresBackend, SQLiteBackend
+
+if TYPE_CHECKING:
+    from .models import GatewaySettings
 
 KEY_PREFIX = "mcpo_"
 #: The audit actor of a key write whose caller names none (tests, scripts).
 UNATTRIBUTED = "unattributed"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -104,8 +129,82 @@ _SCHEMA_V3 = """
 ALTER TABLE api_keys ADD COLUMN allow TEXT;
 ALTER TABLE projects ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'
 """
+_SCHEMA_V4 = """
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    pid INTEGER,
+    host TEXT,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+)
+"""
 #: Migration scripts by the version they lead to; version 1 is the first schema.
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+#: One table for both backends: written in SQLite's dialect, the PostgreSQL
+#: backend translates the few type names that differ (``store_backends``).
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+
+
+def _migrate(backend: Backend) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION` in one transaction (serialised
+    against other processes migrating the same database)."""
+    with backend.connection() as db:
+        backend.begin(db, migration=True)
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+            if current > SCHEMA_VERSION:
+                # A database from a newer release: refuse rather than read or write
+                # tables whose meaning may have changed.
+                raise SchemaVersionError(
+                    f"{backend.where}: schema version {current}, this mcp-orch understands "
+                    f"up to {SCHEMA_VERSION}"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version].strip().split(";"):
+                    if statement.strip():
+                        db.execute(backend.translate(statement))
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        except BaseException:
+            backend.rollback(db)
+            raise
+        db.execute("COMMIT")
+
+
+def open_store(settings: GatewaySettings, source: str = "config") -> Store:
+    """The store the ``[gateway]`` settings name: ``store`` (a ``postgresql://``
+    DSN, ``${VAR}`` expanded from the environment) or SQLite in ``state_dir``.
+
+    Error handling: an unset variable or a value that is not a PostgreSQL URL
+    raises ``ConfigError`` naming ``source`` and ``gateway.store``; an
+    unreachable server :class:`StoreUnavailableError`.
+    """
+    if settings.store is None:
+        return Store.open(settings.state_dir)
+    return Store.open(settings.state_dir, dsn=store_dsn(settings.store, os.environ, source))
+
+
+#: The DSN schemes ``[gateway] store`` accepts.
+DSN_SCHEMES = ("postgresql://", "postgres://")
+
+
+def store_dsn(value: str, environ: Any, source: str = "config") -> str:
+    """``[gateway] store`` with ``${VAR}`` expanded, checked to be a PostgreSQL URL."""
+    try:
+        names = env_refs(value)
+    except ValueError as exc:
+        raise ConfigError.at(source, "gateway.store", str(exc)) from None
+    missing = [name for name in names if name not in environ]
+    if missing:
+        raise ConfigError.at(source, "gateway.store", f"refers to ${{{missing[0]}}}, which is "
+                             "not set in the gateway's environment")
+    dsn = expand_env({"store": value}, environ, "gateway")["store"]
+    if not dsn.startswith(DSN_SCHEMES):
+        raise ConfigError.at(source, "gateway.store",
+                             "expected a postgresql:// URL (or unset for SQLite in state_dir), "
+                             f"got {dsn.partition('://')[0] or 'no scheme'}://…")
+    return dsn
 
 
 def hash_key(key: str) -> str:
@@ -187,11 +286,24 @@ class AuditEntry:
     detail: str
 
 
+@attrs.frozen
+class InstanceRow:
+    """A gateway instance in the registry: where peers forward to, and when it was heard of
+    (``time.time()`` of the instance's own clock)."""
+
+    id: str
+    address: str
+    pid: int | None
+    host: str | None
+    started_at: float
+    last_seen: float
+
+
 @attrs.define(eq=False)
 class _Change:
     """A write in progress (see :meth:`Store._write`): the connection, and the audit detail."""
 
-    db: sqlite3.Connection
+    db: Db
     detail: str
     audited: bool = True
 
@@ -202,86 +314,149 @@ class _Change:
 
 @attrs.define(eq=False)
 class Store:
-    """One SQLite database file; every write is a transaction."""
+    """The store on one database (SQLite file or PostgreSQL); every write is a transaction.
 
-    path: Path
-    _db: sqlite3.Connection
-    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    Open it with :func:`open_store` (from the ``[gateway]`` settings) or
+    :meth:`open`. Blocking: async code calls it through ``trio.to_thread``.
+    """
+
+    #: The SQLite file, or the PostgreSQL server and database (no password).
+    path: Path | str
+    _backend: Backend
+    _cond: threading.Condition = attrs.field(factory=threading.Condition)
+    #: Channels notified and not yet reported by :meth:`wait_for_change`.
+    _pending: set[str] = attrs.field(factory=set)
+    _reading: bool = False
 
     @classmethod
-    def open(cls, state_dir: str | Path) -> Store:
-        """Open (creating directory, file and schema if needed) ``state_dir/mcp-orch.sqlite3``."""
-        directory = Path(state_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "mcp-orch.sqlite3"
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("BEGIN IMMEDIATE")
+    def open(cls, state_dir: str | Path, dsn: str | None = None) -> Store:
+        """Open the store, creating and migrating its schema as needed.
+
+        Without ``dsn``: ``state_dir/mcp-orch.sqlite3`` (directory and file created
+        if missing). With a ``postgresql://`` DSN: that database (it must exist).
+
+        Error handling: a PostgreSQL server that cannot be reached raises
+        :class:`StoreUnavailableError`; a schema newer than this release
+        :class:`SchemaVersionError`.
+        """
+        backend: Backend
+        if dsn is not None:
+            backend = PostgresBackend.open(dsn)
+            path: Path | str = backend.where
+        else:
+            directory = Path(state_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / "mcp-orch.sqlite3"
+            backend = SQLiteBackend.open(path)
         try:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
-            if current > SCHEMA_VERSION:
-                # A database from a newer release: refuse rather than read or write
-                # tables whose meaning may have changed.
-                raise SchemaVersionError(
-                    f"{path}: schema version {current}, this mcp-orch understands "
-                    f"up to {SCHEMA_VERSION}"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version].strip().split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("DELETE FROM schema_version")
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            _migrate(backend)
         except BaseException:
-            db.execute("ROLLBACK")
-            db.close()
+            backend.close()
             raise
-        db.execute("COMMIT")
-        return cls(path, db)
+        return cls(path, backend)
 
     @contextlib.contextmanager
     def _write(self, actor: str, action: str, target: str, detail: str = "") -> Iterator[_Change]:
         """The one way to write: a transaction whose audit row is part of the same commit.
 
-        Opens an immediate transaction (under the connection lock), runs the
-        body with a :class:`_Change` (its ``db`` to write through), then
-        inserts the audit row (``actor``, ``action``, ``target``, and the
-        change's ``detail``, which the body may refine) and commits.
+        Opens a write transaction (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL
+        one holding the store's advisory lock, so writers are serialised
+        across instances alike), runs the body with a :class:`_Change` (its
+        ``db`` to write through), then inserts the audit row (``actor``,
+        ``action``, ``target``, and the change's ``detail``, which the body
+        may refine), announces the change to other instances (PostgreSQL
+        ``NOTIFY``, sent at commit) and commits.
 
         Error handling: any exception from the body — or from the audit
         insert — rolls everything back and propagates, so a failed write
         leaves neither its change nor an audit row. A body that finds
         nothing to do calls :meth:`_Change.nothing_changed`: it commits
-        without an audit row.
+        without an audit row (and announces nothing).
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._backend.connection() as db:
+            self._backend.begin(db)
             try:
-                change = _Change(self._db, detail)
+                change = _Change(db, detail)
                 yield change
                 if change.audited:
-                    self._db.execute(
+                    db.execute(
                         "INSERT INTO audit (at, actor, action, target, detail) "
                         "VALUES (?, ?, ?, ?, ?)",
                         (time.time(), actor, action, target, change.detail),
                     )
+                    self._backend.notify(db, CHANGES)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._backend.rollback(db)
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _transaction(self, notify: str | None = None) -> Iterator[Db]:
+        """An unaudited write (the instance registry): a transaction, ``notify``
+        announced on commit when given."""
+        with self._backend.connection() as db:
+            self._backend.begin(db)
+            try:
+                yield db
+                if notify is not None:
+                    self._backend.notify(db, notify)
+            except BaseException:
+                self._backend.rollback(db)
+                raise
+            db.execute("COMMIT")
 
     def data_version(self) -> int:
-        """Changes whenever another connection commits (SQLite ``PRAGMA data_version``)."""
-        with self._lock:
-            return self._db.execute("PRAGMA data_version").fetchone()[0]
+        """Changes whenever another connection commits (SQLite ``PRAGMA data_version``).
+
+        SQLite only; :meth:`wait_for_change` works on both backends.
+        """
+        if not isinstance(self._backend, SQLiteBackend):
+            raise StoreError(f"{self.path}: data_version is SQLite's; use wait_for_change")
+        return self._backend.data_version()
+
+    def wait_for_change(self, timeout_s: float, channel: str = CHANGES) -> bool:
+        """Block up to ``timeout_s`` for a change committed by anyone; ``True`` if one came.
+
+        ``channel``: :data:`CHANGES` (projects, servers, keys, settings — every
+        audited write) or :data:`INSTANCES` (an instance registered or removed).
+        On PostgreSQL a change arrives by ``NOTIFY`` at once, from every
+        instance and the CLI (this process's writes included); on SQLite by
+        polling ``data_version`` every 0.1 s (other connections' commits only).
+        A change is reported once, to one waiter: use one waiter per channel.
+        ``True`` also when the notification connection came back after a loss
+        (what happened meanwhile was not heard: re-read).
+
+        Resource handling: returns within about 0.1 s of :meth:`close`, so a
+        thread left waiting (``abandon_on_cancel``) ends with the store.
+        Error handling: never raises for an unreachable server; it waits and
+        reconnects with backoff (and returns ``False`` meanwhile).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                if channel in self._pending:
+                    self._pending.discard(channel)
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if self._reading:
+                    self._cond.wait(remaining)
+                    continue
+                self._reading = True
+            got: set[str] = set()
+            try:
+                got = self._backend.changes(min(remaining, self._backend.poll_s))
+            finally:
+                with self._cond:
+                    self._reading = False
+                    self._pending |= got
+                    self._cond.notify_all()
 
     # -- projects and servers --------------------------------------------------
     def projects(self) -> list[ProjectRow]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._backend.connection() as db:
+            rows = db.execute(
                 "SELECT id, name, auth, source, settings FROM projects ORDER BY name")
             return [ProjectRow(*row[:4], *_split_settings(row[4])) for row in rows.fetchall()]
 
@@ -335,13 +510,13 @@ class Store:
         if project is not None:
             query += " WHERE p.name = ?"
             args = (project,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY p.name, s.name", args).fetchall()
+        with self._backend.connection() as db:
+            rows = db.execute(query + " ORDER BY p.name, s.name", args).fetchall()
         return [ServerRow(p, n, json.loads(spec), src) for p, n, spec, src in rows]
 
     @staticmethod
     def _upsert_server(
-        db: sqlite3.Connection, project_id: int, name: str, text: str, source: str
+        db: Db, project_id: int, name: str, text: str, source: str
     ) -> None:
         db.execute(
             "INSERT INTO servers (project_id, name, spec, source, updated_at) "
@@ -350,7 +525,7 @@ class Store:
             (project_id, name, text, source, time.time()),
         )
 
-    def _project_id(self, db: sqlite3.Connection, name: str) -> int:
+    def _project_id(self, db: Db, name: str) -> int:
         row = db.execute("SELECT id FROM projects WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFoundError(f"no project {name!r}")
@@ -522,24 +697,24 @@ class Store:
         if not hashes:
             return {}
         marks = ",".join("?" * len(hashes))
-        with self._lock:
-            rows = self._db.execute(
+        with self._backend.connection() as db:
+            rows = db.execute(
                 f"SELECT key_hash, prefix FROM api_keys WHERE key_hash IN ({marks})", (*hashes,)
             ).fetchall()
         return {row[0]: row[1] for row in rows}
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._backend.connection() as db:
+            rows = db.execute(
                 "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [AuditEntry(*row) for row in rows]
 
     def close(self) -> None:
-        """Close the connection; the store must not be used afterwards."""
-        with self._lock:
-            self._db.close()
+        """Close the connections; the store must not be used afterwards. A thread
+        waiting in :meth:`wait_for_change` returns (``False``) first."""
+        self._backend.close()
 
     def create_key(
         self, project: str, name: str = "default", expires_at: float | None = None, *,
@@ -570,15 +745,15 @@ class Store:
 
     def key_allow(self, key_hash: str) -> tuple[str, ...] | None:
         """The ``allow`` list of the key with this hash (``None``: not narrowed, or no key)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._backend.connection() as db:
+            row = db.execute(
                 "SELECT allow FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
         return None if row is None else _allow_from(row[0])
 
     def project_for_key(self, key: str) -> str | None:
         """The project of an active key, or ``None`` (unknown, revoked or expired)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._backend.connection() as db:
+            row = db.execute(
                 "SELECT project, expires_at, revoked_at FROM api_keys WHERE key_hash = ?",
                 (hash_key(key),),
             ).fetchone()
@@ -611,8 +786,8 @@ class Store:
 
     def is_admin_token(self, token: str) -> bool:
         """Whether ``token`` is the admin token (constant-time comparison of hashes)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._backend.connection() as db:
+            row = db.execute(
                 "SELECT value FROM meta WHERE key = 'admin_token_hash'"
             ).fetchone()
         return row is not None and hmac.compare_digest(row[0], hash_key(token))
@@ -622,8 +797,8 @@ class Store:
         if not hashes:
             return set()
         marks = ",".join("?" * len(hashes))
-        with self._lock:
-            rows = self._db.execute(
+        with self._backend.connection() as db:
+            rows = db.execute(
                 f"SELECT key_hash FROM api_keys WHERE key_hash IN ({marks}) "
                 "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
                 (*hashes, time.time()),
@@ -638,8 +813,8 @@ class Store:
         if project is not None:
             query += " WHERE project = ?"
             args = (project,)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        with self._backend.connection() as db:
+            rows = db.execute(query + " ORDER BY id", args).fetchall()
         return [KeyInfo(*row[:6], _allow_from(row[6])) for row in rows]
 
     def revoke_key(self, prefix: str, *, actor: str = UNATTRIBUTED) -> bool:
@@ -662,3 +837,60 @@ class Store:
                 )
                 change.detail = ", ".join(f"project={p} name={n}" for p, n in revoked)
         return bool(revoked)
+
+    # -- the instance registry (unaudited: instances, not operators, write it) ---------
+    def register_instance(self, instance_id: str, address: str) -> None:
+        """Enter (or re-enter) this instance: its id, the internal base URL peers
+        forward to, pid and host name; ``started_at`` and ``last_seen`` now.
+        Announced on :data:`INSTANCES` (peers learn of it at once)."""
+        now = time.time()
+        with self._transaction(notify=INSTANCES) as db:
+            db.execute(
+                "INSERT INTO instances (id, address, pid, host, started_at, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "address = excluded.address, pid = excluded.pid, host = excluded.host, "
+                "started_at = excluded.started_at, last_seen = excluded.last_seen",
+                (instance_id, address, os.getpid(), socket.gethostname(), now, now),
+            )
+
+    def heartbeat_instance(self, instance_id: str, address: str) -> None:
+        """``last_seen`` = now; a row that vanished (pruned while this instance was
+        cut off) is registered again at ``address``. Not announced."""
+        with self._backend.connection() as db:
+            updated = db.execute(
+                "UPDATE instances SET last_seen = ? WHERE id = ?", (time.time(), instance_id),
+            ).rowcount
+        if not updated:
+            self.register_instance(instance_id, address)
+
+    def instances(self) -> list[InstanceRow]:
+        """Every registered instance, by id (the dead too, until pruned or removed)."""
+        with self._backend.connection() as db:
+            rows = db.execute(
+                "SELECT id, address, pid, host, started_at, last_seen FROM instances "
+                "ORDER BY id").fetchall()
+        return [InstanceRow(*row) for row in rows]
+
+    def remove_instance(self, instance_id: str) -> None:
+        """Leave the registry (a clean shutdown); announced on :data:`INSTANCES`."""
+        with self._transaction(notify=INSTANCES) as db:
+            db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+
+    def prune_instances(self, older_than_s: float) -> int:
+        """Remove the instances not heard of for ``older_than_s``; how many were."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM instances WHERE last_seen < ?",
+                              (time.time() - older_than_s,)).rowcount
+
+    def cluster_secret(self) -> bytes:
+        """The cluster's 32-byte secret (it signs session ids), made by the first caller.
+
+        Race-safe across processes and instances: every caller offers a fresh
+        random value (``ON CONFLICT DO NOTHING``) and then reads the one stored,
+        so all of them get the first writer's.
+        """
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('cluster_secret', ?) "
+                       "ON CONFLICT (key) DO NOTHING", (secrets.token_hex(32),))
+            row = db.execute("SELECT value FROM meta WHERE key = 'cluster_secret'").fetchone()
+        return bytes.fromhex(row[0])
