@@ -327,6 +327,7 @@ class Store:
     #: Channels notified and not yet reported by :meth:`wait_for_change`.
     _pending: set[str] = attrs.field(factory=set)
     _reading: bool = False
+    _closed: bool = False
 
     @classmethod
     def open(cls, state_dir: str | Path, dsn: str | None = None) -> Store:
@@ -438,7 +439,7 @@ class Store:
                     self._pending.discard(channel)
                     return True
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed:
                     return False
                 if self._reading:
                     self._cond.wait(remaining)
@@ -714,6 +715,9 @@ class Store:
     def close(self) -> None:
         """Close the connections; the store must not be used afterwards. A thread
         waiting in :meth:`wait_for_change` returns (``False``) first."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         self._backend.close()
 
     def create_key(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything mcp-orch needs, idempotently: the Python virtualenv with the
-# package and its test extras, Node >= 22 (from the npm package node@22, under
+# package and its test extras (psycopg for the PostgreSQL store among them), Debian's
+# chromium, postgresql and haproxy where missing, Node >= 22 (from the npm package node@22, under
 # .tools/, only when the system node is older), and the npm test peers.
 # A second run with nothing changed takes a second or two.
 set -euo pipefail
@@ -29,21 +30,36 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.stamp 2>/dev/null)" != "$py_stam
   say "installing mcp-orch with its test extras into .venv (pip; a minute or two the first time)…"
   .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install --quiet -e ".[test,telemetry]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import gateway, actors, upstream, config, mcp, pytest_trio" \
+  .venv/bin/python -c "import gateway, actors, upstream, config, mcp, pytest_trio, psycopg" \
     || { say "the Python install failed"; exit 1; }
   echo "$py_stamp" > .venv/.stamp
 fi
 
-# --- a browser for tests/browser (Playwright drives Debian's chromium) -----------
+# --- Debian packages: chromium (tests/browser), PostgreSQL and HAProxy (tests/cluster) --
 # `playwright install` downloads its own browser build, which this network does not
-# allow; the system package works with Playwright's executable_path.
-if [ ! -x /usr/bin/chromium ]; then
+# allow; the system package works with Playwright's executable_path. The cluster
+# tests start PostgreSQL (initdb/pg_ctl) and HAProxy themselves, on free ports.
+# One apt-get update and one install for whatever is missing.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    say "installing Debian's chromium for the browser tests (apt-get update + install; a minute or two)…"
+    say "installing Debian's ${missing[*]} (apt-get update + install; a minute or two)…"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+    # The package starts a cluster of its own on port 5432; the tests start theirs.
+    if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v pg_ctlcluster >/dev/null 2>&1; then
+      for conf in /etc/postgresql/*/main; do
+        [ -d "$conf" ] || continue
+        version=$(basename "$(dirname "$conf")")
+        pg_ctlcluster "$version" main stop 2>/dev/null || true
+      done
+    fi
   else
-    say "no /usr/bin/chromium and no root apt-get: tests/browser will be skipped"
+    say "missing ${missing[*]} and no root apt-get: the tests needing them are skipped"
   fi
 fi
 

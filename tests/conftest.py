@@ -12,6 +12,9 @@ import trio
 from config import Store, load_config
 from gateway.serve import run_gateway
 from tests.support import RunningGateway, demo_projects, write_config
+from tests.support.postgres import pg_dsn as pg_dsn
+from tests.support.postgres import postgres_server as postgres_server
+from tests.support.postgres import store_target as store_target
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
 

@@ -1,4 +1,9 @@
-"""Key store: keys work until revoked or expired, only hashes reach disk, data survives reopening."""
+"""Key store: keys work until revoked or expired, only hashes reach disk, data survives reopening.
+
+Tests taking ``store`` or ``store_target`` run on both backends (SQLite and a
+real PostgreSQL, ``tests/support/postgres.py``); those reading the SQLite file
+itself run on SQLite only.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,36 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 import trio
 
 from config import AlreadyExistsError, NotFoundError, SchemaVersionError, Store, StoreError
-from config.store import SCHEMA_VERSION, KeyInfo
+from config.store import MIGRATIONS, SCHEMA_VERSION, KeyInfo
+from tests.support.postgres import StoreTarget
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "state")
+def store(store_target: StoreTarget) -> Iterator[Store]:
+    s = store_target.open()
     yield s
     s.close()
+
+
+def raw_execute(target: StoreTarget, sql: str) -> None:
+    """Run ``sql`` on the target's database behind the store's back."""
+    if target.dsn is None:
+        with sqlite3.connect(target.state_dir / "mcp-orch.sqlite3") as db:
+            db.execute(sql)
+    else:
+        with psycopg.connect(target.dsn, autocommit=True) as db:
+            db.execute(sql)
+
+
+#: What a NOT NULL violation raises, by backend (the driver's own error passes through).
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 def test_create_lookup_revoke(store: Store) -> None:
@@ -78,14 +99,14 @@ def test_only_the_hash_is_stored(tmp_path: Path) -> None:
     assert secret not in data
 
 
-def test_reopening_keeps_keys_and_revocations(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "s")
+def test_reopening_keeps_keys_and_revocations(store_target: StoreTarget) -> None:
+    store = store_target.open()
     kept = store.create_key("demo")
     revoked = store.create_key("demo", name="old")
     store.revoke_key(revoked[:12])
     store.close()
 
-    again = Store.open(tmp_path / "s")
+    again = store_target.open()
     try:
         assert again.project_for_key(kept) == "demo"
         assert again.project_for_key(revoked) is None
@@ -117,12 +138,11 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
-    with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
-        db.execute("UPDATE schema_version SET version = 99")
+def test_newer_schema_is_refused(store_target: StoreTarget) -> None:
+    store_target.open().close()
+    raw_execute(store_target, "UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
-        Store.open(tmp_path)
+        store_target.open()
 
 
 def test_list_keys_never_shows_secrets(store: Store) -> None:
@@ -279,11 +299,11 @@ def test_a_failing_write_leaves_neither_change_nor_audit_row(store: Store) -> No
     assert store.audit_log() == before
     # The change succeeds but its audit row cannot be written (actor is NOT NULL):
     # the change is undone with it.
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         store.create_project("q", "api-key", actor=None)  # type: ignore[arg-type]
     assert [p.name for p in store.projects()] == ["p"]
     assert store.audit_log() == before
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         store.create_key("p", actor=None)  # type: ignore[arg-type]
     assert store.list_keys() == []
     assert store.audit_log() == before
@@ -309,9 +329,45 @@ def test_store_errors_carry_kind_and_status(store: Store) -> None:
         assert isinstance(missing.value, StoreError)
 
 
-def test_a_newer_schema_is_a_schema_version_error(tmp_path: Path) -> None:
-    Store.open(tmp_path).close()
-    with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
-        db.execute("UPDATE schema_version SET version = 99")
+def test_a_newer_schema_is_a_schema_version_error(store_target: StoreTarget) -> None:
+    store_target.open().close()
+    raw_execute(store_target, "UPDATE schema_version SET version = 99")
     with pytest.raises(SchemaVersionError):
-        Store.open(tmp_path)
+        store_target.open()
+
+
+def test_a_version_3_file_is_migrated_to_the_instance_registry(tmp_path: Path) -> None:
+    """A file of the release before the registry: its keys and projects stay, the
+    instance table and the cluster secret appear."""
+    path = tmp_path / "mcp-orch.sqlite3"
+    with sqlite3.connect(path) as db:
+        for version in (1, 2, 3):
+            db.executescript(MIGRATIONS[version])
+        db.execute("INSERT INTO schema_version (version) VALUES (3)")
+        db.execute("INSERT INTO projects (name, auth, source, created_at, settings) "
+                   "VALUES ('demo', 'api-key', 'api', 1.0, '{\"limits\": {\"rate\": 5}}')")
+        db.execute("INSERT INTO api_keys (project, name, prefix, key_hash, created_at) "
+                   "VALUES ('demo', 'k', 'mcpo_abcdefg', ?, 1.0)", (hashlib.sha256(b"K").hexdigest(),))
+    store = Store.open(tmp_path)
+    try:
+        assert store.project_for_key("K") == "demo"
+        assert store.projects()[0].settings == {"limits": {"rate": 5}}
+        store.register_instance("aaaa", "http://127.0.0.1:1")
+        assert [r.id for r in store.instances()] == ["aaaa"]
+        assert len(store.cluster_secret()) == 32
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+
+
+def test_postgres_timestamps_keep_their_precision(store_target: StoreTarget) -> None:
+    """REAL is 8 bytes in SQLite, 4 in PostgreSQL: the migration writes DOUBLE PRECISION
+    there, or an expiry would be rounded by minutes."""
+    store = store_target.open()
+    try:
+        expires = time.time() + 0.5
+        store.create_key("demo", expires_at=expires)
+        assert store.list_keys()[0].expires_at == expires
+    finally:
+        store.close()

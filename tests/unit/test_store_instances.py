@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from config import InstanceRow, Store
+from tests.support.postgres import StoreTarget
 
 
 def test_register_heartbeat_list_remove(store: Store) -> None:
@@ -54,7 +56,7 @@ def test_registry_is_not_audited(store: Store) -> None:
     assert store.audit_log() == []
 
 
-def test_cluster_secret_made_once_and_shared(store: Store, reopen) -> None:
+def test_cluster_secret_made_once_and_shared(store: Store, reopen: Callable[[], Store]) -> None:
     secret = store.cluster_secret()
     assert isinstance(secret, bytes) and len(secret) == 32
     assert store.cluster_secret() == secret
@@ -65,7 +67,7 @@ def test_cluster_secret_made_once_and_shared(store: Store, reopen) -> None:
         other.close()
 
 
-def test_instances_survive_reopen(store: Store, reopen) -> None:
+def test_instances_survive_reopen(store: Store, reopen: Callable[[], Store]) -> None:
     store.register_instance("aaaa", "http://127.0.0.1:1")
     other = reopen()
     try:
@@ -75,13 +77,13 @@ def test_instances_survive_reopen(store: Store, reopen) -> None:
 
 
 @pytest.fixture
-def reopen(store: Store, tmp_path):
-    """A second Store on the same database."""
-    return lambda: Store.open(tmp_path / "state")
+def store(store_target: StoreTarget) -> Iterator[Store]:
+    s = store_target.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    s = Store.open(tmp_path / "state")
-    yield s
-    s.close()
+def reopen(store_target: StoreTarget) -> Callable[[], Store]:
+    """A second Store on the same database."""
+    return store_target.open

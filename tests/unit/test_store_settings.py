@@ -4,20 +4,21 @@ one write), and how a config apply treats them afterwards."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from config import ConfigError, NotFoundError, Store
 from config.loading import projects_from_store, settings_table
+from tests.support.postgres import StoreTarget
 
 DENY = {"deny": ["git__push*"]}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "state")
+def store(store_target: StoreTarget) -> Iterator[Store]:
+    """On both backends (``tests/support/postgres.py``)."""
+    s = store_target.open()
     yield s
     s.close()
 
