@@ -1,7 +1,8 @@
 """The benchmark's upstream: a minimal stdio MCP server that answers at once.
 
 Single-threaded and allocation-light on purpose, so what a benchmark measures
-is the gateway in front of it, not this server.
+is the gateway in front of it, not this server. Arguments are ignored (the
+benchmark passes one to tell its copies apart).
 """
 
 import json

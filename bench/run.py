@@ -6,6 +6,15 @@ its own virtualenv ``.venv-baseline``) over the same two transports. The
 load generator (``bench/loadgen.py``) runs in its own process for each
 measurement, so it never shares a core's event loop with a target.
 
+Two scenarios look past the lean load generator. ``sdk``: the official
+Python SDK client (``bench/sdk_client.py``) calls a tool through each target
+— what users see — in front of server-everything when the npm peers are
+installed (the echo server otherwise, and always in the smoke run), rounds
+interleaved over the targets. ``workers``: throughput at 32 sessions of
+``mcp-orch serve --workers 2`` when the command line has that option
+(recorded as not available otherwise), with the share of requests one
+worker forwarded to another, from the workers' ``/metrics``.
+
 The machine is shared and noisy, so latency scenarios run several times and
 report medians, and every comparison is a ratio of figures measured in this
 same run.
@@ -39,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +60,14 @@ from .progress import Step, open_progress
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / ".venv-baseline" / "bin" / "mcp-proxy"
 ECHO = [sys.executable, str(REPO / "bench" / "echo_server.py")]
+#: server-everything as scripts/setup.sh installs it (the npm test peers), and the
+#: Node 22 it may install beside it; ``MCP_ORCH_BENCH_EVERYTHING`` names another copy.
+EVERYTHING = REPO / "tests" / "interop" / "node_modules" / ".bin" / "mcp-server-everything"
+NODE22_BIN = REPO / ".tools" / "node22" / "node_modules" / ".bin"
+#: An argument the echo server ignores, naming the copy the SDK scenario talks to.
+SDK_LABEL = "--sdk-scenario"
+#: How many worker processes the workers scenario asks ``mcp-orch serve`` for.
+WORKERS = 2
 JSON = dict[str, Any]
 #: The keep-alive interval of both gateways' SSE streams: mcp-orch's default
 #: ``keepalive_s`` and the ping interval of sse-starlette, which mcp-proxy uses.
@@ -120,25 +138,57 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def node_path() -> str:
+    """PATH with the Node 22 scripts/setup.sh may have installed first (server-everything)."""
+    extra = [str(NODE22_BIN)] if NODE22_BIN.is_dir() else []
+    return os.pathsep.join([*extra, os.environ.get("PATH", "")])
+
+
+def sdk_upstream(smoke: bool) -> JSON:
+    """The upstream of the SDK scenario: server-everything if installed (not in the smoke
+    run, which must not depend on the npm peers), else the echo server."""
+    everything = Path(os.environ.get("MCP_ORCH_BENCH_EVERYTHING") or EVERYTHING)
+    if not smoke and everything.exists():
+        return {"name": "server-everything", "command": [str(everything)],
+                "tool": "echo", "argument": "message"}
+    # The label tells this echo server from the other one (the recovery scenario kills that).
+    return {"name": "bench/echo_server.py", "command": [*ECHO, SDK_LABEL], "tool": "echo",
+            "argument": "text"}
+
+
+def workers_supported() -> bool:
+    """Whether this mcp-orch's ``serve`` has ``--workers`` (another engineer's work)."""
+    out = subprocess.run([sys.executable, "-m", "gateway", "serve", "--help"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    return out.returncode == 0 and "--workers" in out.stdout
+
+
 @contextmanager
-def gateway(tmp: Path):  # noqa: ANN201
+def gateway(tmp: Path, sdk: JSON, *, workers: int | None = None):  # noqa: ANN201
     port = free_port()
-    config = tmp / "bench.toml"
+    name = "bench" if workers is None else f"bench-workers-{workers}"
+    state = tmp / f"state-{name}"
+    config = tmp / f"{name}.toml"
+    command, *args = sdk["command"]
     config.write_text(
-        f'[gateway]\nhost = "127.0.0.1"\nport = {port}\nstate_dir = "state"\n'
+        f'[gateway]\nhost = "127.0.0.1"\nport = {port}\nstate_dir = {json.dumps(str(state))}\n'
         # The idle scenario holds 10,000 streams: above the default connection cap.
         f'session_queue = 256\nmax_connections = 20000\n\n[projects.bench]\n'
         f'[projects.bench.servers.echo]\ncommand = "python"\nargs = [{json.dumps(ECHO[1])}]\n'
+        # The SDK scenario's upstream, a server of its own (see sdk_upstream).
+        f'[projects.bench.servers.sdk]\ncommand = {json.dumps(command)}\n'
+        f'args = {json.dumps(args)}\nenv = {{ PATH = {json.dumps(node_path())} }}\n'
     )
     key = subprocess.run(
         [sys.executable, "-m", "gateway", "keys", "create", "--project", "bench",
          "--config", str(config)], capture_output=True, text=True, check=True, cwd=REPO,
     ).stdout.strip().splitlines()[-1]
-    log = tmp / "gateway.log"
+    log = tmp / f"{name}.log"
+    extra = [] if workers is None else ["--workers", str(workers)]
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config),
-             "--log-level", "warning"],
+             "--log-level", "warning", *extra],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
         )
     try:
@@ -162,14 +212,16 @@ def trivial():  # noqa: ANN201
 
 
 @contextmanager
-def proxy(tmp: Path):  # noqa: ANN201
+def proxy(tmp: Path, command: list[str] = ECHO, name: str = "mcp-proxy"):  # noqa: ANN201
     port = free_port()
-    log = tmp / "mcp-proxy.log"
+    log = tmp / f"{name}.log"
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
             [str(BASELINE), "--port", str(port), "--host", "127.0.0.1", "--log-level", "WARNING",
-             "--", *ECHO],
+             # the SDK scenario's upstream may be a Node script that needs PATH
+             *([] if command is ECHO else ["--pass-environment"]), "--", *command],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+            env={**os.environ, "PATH": node_path()},
         )
     try:
         wait_port(port, proc=proc, log=log)
@@ -177,6 +229,72 @@ def proxy(tmp: Path):  # noqa: ANN201
         yield {"port": port, "pid": proc.pid}
     finally:
         _stop(proc)
+
+
+def sdk_calls(target: JSON, n: int) -> JSON:
+    """``n`` tools/call round trips through the official Python SDK client (its own process)."""
+    args = [sys.executable, "-m", "bench.sdk_client", "--target", json.dumps(target), "-n", str(n)]
+    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PATH": node_path()})
+    if out.returncode != 0:
+        raise RuntimeError(f"sdk_client {target['kind']} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: The counters the workers scenario reads from each worker's /metrics.
+FORWARDED = "mcp_orch_forwarded_requests_total"
+REQUESTS = "mcp_orch_requests_total"
+
+
+def metric_sums(text: str) -> tuple[dict[str, float], str | None]:
+    """The sums over label sets of FORWARDED and REQUESTS in a Prometheus text page (a name
+    absent there is absent here), and the ``instance``/``worker`` label they carry, if any."""
+    sums: dict[str, float] = {}
+    who = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        name, _, labels = sample.partition("{")
+        if name in (FORWARDED, REQUESTS):
+            sums[name] = sums.get(name, 0.0) + float(value)
+            if m := re.search(r'\b(?:instance|worker)="([^"]+)"', labels):
+                who = m[1]
+    return sums, who
+
+
+def forwarded_share(port: int, workers: int, tries: int = 0) -> JSON:
+    """The share of requests the workers forwarded to each other, summed over the workers.
+
+    Every worker answers ``/metrics`` for itself on the shared port, so each
+    scrape (a fresh connection, which the kernel hands to one worker) sees one
+    worker. Workers are told apart by an ``instance``/``worker`` label if the
+    samples carry one, else by their counters (still once the load has
+    stopped). A share is given only when every worker was seen and the
+    forwarded counter exists; otherwise it is ``None`` with the reason.
+    """
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(tries or 8 * workers):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        except OSError as exc:
+            return {"share": None, "note": f"GET /metrics failed: {exc}"}
+        sums, who = metric_sums(text)
+        seen[who or json.dumps(sorted(sums.items()))] = sums
+        if len(seen) >= workers:
+            break
+    out: JSON = {"workers_seen": len(seen),
+                 "forwarded": sum(v.get(FORWARDED, 0.0) for v in seen.values()),
+                 "requests": sum(v.get(REQUESTS, 0.0) for v in seen.values())}
+    if not any(FORWARDED in v for v in seen.values()):
+        return {**out, "forwarded": None, "share": None,
+                "note": f"{FORWARDED} is not in /metrics"}
+    if len(seen) < workers:
+        return {**out, "share": None,
+                "note": f"/metrics reached {len(seen)} of {workers} workers"}
+    out["share"] = round(out["forwarded"] / out["requests"], 4) if out["requests"] else None
+    return out
 
 
 def loadgen(scenario: str, target: JSON, **kw: Any) -> JSON:
@@ -284,11 +402,15 @@ DIRECT_CALL_S = 0.0002    # one call to the stdio server itself
 SESSION_S = 0.002         # opening one session before a throughput window
 IDLE_SESSION_S = 0.0015   # opening one idle SSE session
 CONNECT_CLIENT_S = 0.025  # one of N clients arriving at once, until initialized
+SDK_START_S = 1.5         # an SDK client process: imports, initialize (and a stdio server)
+SDK_CALL_S = 0.006        # one tools/call through the SDK client and a gateway
 RECOVERY_S = 1.0          # kill -9 to the first successful call (one restart backoff)
 START_S = 5.0             # starting mcp-orch (and its key), mcp-proxy, the trivial endpoint
 
 #: The targets in the order every scenario visits them.
 TARGETS = ("direct", "orch-sse", "orch-http", "proxy-sse", "proxy-http", "ceiling")
+#: The gateway targets of the SDK and workers scenarios.
+GATEWAYS = ("orch-sse", "orch-http", "proxy-sse", "proxy-http")
 
 
 @attrs.frozen
@@ -305,23 +427,28 @@ class Settings:
     settle_s: float
     connect_n: int
     recovery_s: float
+    sdk_n: int
+    #: ``mcp-orch serve --workers N``: whether this mcp-orch has the option at all.
+    workers: bool = False
+    workers_sessions: int = 32
 
     @classmethod
-    def of(cls, smoke: bool) -> Settings:
+    def of(cls, smoke: bool, *, workers: bool = False) -> Settings:
         if smoke:
             return cls(smoke=True, reps=1, seq_n=30, levels=(1, 8), seconds=0.5,
-                       idle_counts=(50,), idle_s=1.0, settle_s=0.5, connect_n=10, recovery_s=3)
+                       idle_counts=(50,), idle_s=1.0, settle_s=0.5, connect_n=10, recovery_s=3,
+                       sdk_n=20, workers=workers)
         # Idle steady state: one keep-alive interval to settle, one to measure (see idle_run).
         return cls(smoke=False, reps=3, seq_n=2000, levels=(1, 8, 32, 128), seconds=5.0,
                    idle_counts=(1000, 10000), idle_s=KEEPALIVE_S, settle_s=KEEPALIVE_S + 1.0,
-                   connect_n=100, recovery_s=10)
+                   connect_n=100, recovery_s=10, sdk_n=300, workers=workers)
 
 
 @attrs.frozen
 class Measurement:
     """One step of the plan: a scenario against a target, with its parameters."""
 
-    scenario: str  # start | sequential | throughput | idle | connect | recovery
+    scenario: str  # start | sequential | sdk | throughput | workers | idle | connect | recovery
     target: str
     rep: int = 1
     reps: int = 1
@@ -333,10 +460,14 @@ class Measurement:
     def detail(self) -> str:
         run = f", run {self.rep} of {self.reps}" if self.reps > 1 else ""
         if self.scenario == "start":
+            if self.target == "workers":
+                return f"(mcp-orch serve --workers {WORKERS})"
             return "(mcp-orch, mcp-proxy, trivial endpoint)"
         if self.scenario == "sequential":
             return f"{self.n} calls{run}"
-        if self.scenario == "throughput":
+        if self.scenario == "sdk":
+            return f"{self.n} calls through the Python SDK client, round {self.rep} of {self.reps}"
+        if self.scenario in ("throughput", "workers"):
             return f"{_count(self.sessions, 'session')} for {self.seconds:g} s{run}"
         if self.scenario == "idle":
             return f"{_count(self.sessions, 'session')} held {self.settle_s + self.seconds:g} s"
@@ -359,7 +490,9 @@ def planned_s(m: Measurement) -> float:
     if m.scenario == "sequential":
         per_call = DIRECT_CALL_S if m.target == "direct" else CALL_S
         return LOADGEN_START_S + (m.n + min(50, m.n)) * per_call
-    if m.scenario == "throughput":
+    if m.scenario == "sdk":
+        return SDK_START_S + m.n * (DIRECT_CALL_S * 5 if m.target == "direct" else SDK_CALL_S)
+    if m.scenario in ("throughput", "workers"):
         return LOADGEN_START_S + m.sessions * SESSION_S + m.seconds
     if m.scenario == "idle":
         return LOADGEN_START_S + m.sessions * IDLE_SESSION_S + m.settle_s + m.seconds
@@ -373,13 +506,23 @@ def plan(s: Settings) -> list[Measurement]:
     steps = [Measurement("start", "targets")]
     steps += [Measurement("sequential", name, rep=i, reps=s.reps, n=s.seq_n)
               for name in TARGETS if name != "ceiling" for i in range(1, s.reps + 1)]
+    # Rounds interleaved over the targets, so a noisy minute hits them all alike.
+    steps += [Measurement("sdk", name, rep=i, reps=s.reps, n=s.sdk_n)
+              for i in range(1, s.reps + 1) for name in ("direct", *GATEWAYS)]
     steps += [Measurement("throughput", name, rep=i, reps=s.reps, sessions=level,
                           seconds=s.seconds)
               for name in TARGETS if name != "direct"
               for level in s.levels for i in range(1, s.reps + 1)]
+    if s.workers:
+        steps.append(Measurement("start", "workers"))
+        steps += [Measurement("workers", name, rep=i, reps=s.reps, sessions=s.workers_sessions,
+                              seconds=s.seconds)
+                  for name in ("orch-sse", "orch-http") for i in range(1, s.reps + 1)]
     steps += [Measurement("idle", name, sessions=n, seconds=s.idle_s, settle_s=s.settle_s)
               for name in ("orch-sse", "proxy-sse") for n in s.idle_counts]
-    steps += [Measurement("connect", name, n=s.connect_n) for name in ("orch-sse", "proxy-sse")]
+    # The load generator's own ceiling first: 100 clients connecting to a trivial endpoint.
+    steps += [Measurement("connect", name, n=s.connect_n)
+              for name in ("ceiling", "orch-sse", "proxy-sse")]
     steps += [Measurement("recovery", name, seconds=s.recovery_s)
               for name in ("orch-sse", "proxy-sse")]
     return steps
@@ -389,6 +532,8 @@ def make_targets(gw: JSON, px: JSON, tv: JSON) -> dict[str, JSON]:
     auth = {"Authorization": f"Bearer {gw['key']}"}
     base = {"host": "127.0.0.1"}
     return {
+        "connect:ceiling": {**base, "kind": "sse", "port": tv["port"], "headers": {},
+                            "sse_path": "/sse"},
         "direct": {"kind": "direct", "command": ECHO},
         "orch-sse": {**base, "kind": "sse", "port": gw["port"], "headers": auth,
                      "sse_path": "/projects/bench/servers/echo/sse"},
@@ -402,18 +547,44 @@ def make_targets(gw: JSON, px: JSON, tv: JSON) -> dict[str, JSON]:
     }
 
 
+def make_sdk_targets(gw: JSON, px: JSON, sdk: JSON) -> dict[str, JSON]:
+    """The SDK scenario's targets: its upstream straight over stdio, and through both gateways."""
+    tool = {"tool": sdk["tool"], "argument": sdk["argument"]}
+    orch = f"http://127.0.0.1:{gw['port']}/projects/bench/servers/sdk"
+    auth = {"Authorization": f"Bearer {gw['key']}"}
+    return {
+        "direct": {"kind": "direct", "command": sdk["command"], **tool},
+        "orch-sse": {"kind": "sse", "url": f"{orch}/sse", "headers": auth, **tool},
+        "orch-http": {"kind": "http", "url": f"{orch}/mcp", "headers": auth, **tool},
+        "proxy-sse": {"kind": "sse", "url": f"http://127.0.0.1:{px['port']}/sse", **tool},
+        "proxy-http": {"kind": "http", "url": f"http://127.0.0.1:{px['port']}/mcp", **tool},
+    }
+
+
+def make_workers_targets(gw: JSON) -> dict[str, JSON]:
+    auth = {"Authorization": f"Bearer {gw['key']}"}
+    base = {"host": "127.0.0.1", "port": gw["port"], "headers": auth}
+    return {"workers:orch-sse": {**base, "kind": "sse",
+                                 "sse_path": "/projects/bench/servers/echo/sse"},
+            "workers:orch-http": {**base, "kind": "http",
+                                  "mcp_path": "/projects/bench/servers/echo/mcp"}}
+
+
 def measure(m: Measurement, targets: dict[str, JSON], pids: dict[str, int]) -> JSON:
     """Run one step of the plan (not ``start``) and return its raw result."""
-    target = targets[m.target]
+    target = targets.get(f"{m.scenario}:{m.target}") or targets[m.target]
     if m.scenario == "sequential":
         return loadgen("sequential", target, n=m.n)
-    if m.scenario == "throughput":
+    if m.scenario == "sdk":
+        return sdk_calls(target, m.n)
+    if m.scenario in ("throughput", "workers"):
         return loadgen("throughput", target, sessions=m.sessions, seconds=m.seconds)
     if m.scenario == "idle":
         return idle_run(target, pids[m.target], m.sessions, m.seconds, m.settle_s)
     if m.scenario == "connect":
         return loadgen("connect", target, n=m.n)["latency"]
-    kids = [p for p in children(pids[m.target]) if "echo_server" in _cmdline(p)]
+    kids = [p for p in children(pids[m.target])
+            if "echo_server" in (line := _cmdline(p)) and SDK_LABEL not in line]
     if not kids:
         return {"recovered_s": None, "note": "upstream process not found"}
     return loadgen("recovery", target, pid=kids[0], seconds=m.seconds)
@@ -446,7 +617,28 @@ def collect(steps: list[Measurement], raw: dict[Measurement, JSON]) -> JSON:
             "p99_ms": statistics.median(r["latency"].get("p99_ms", 0) for r in rs),
             "errors": sum(r["errors"] for r in rs),
         }
-    out: JSON = {"sequential": seq, "throughput": thr, "idle": {}, "connect": {}, "recovery": {}}
+    sdk: JSON = {}
+    for name in dict.fromkeys(m.target for m in steps if m.scenario == "sdk"):
+        rs = runs("sdk", name)
+        sdk[name] = {
+            "p50_ms": statistics.median(r["latency"]["p50_ms"] for r in rs),
+            "p99_ms": statistics.median(r["latency"]["p99_ms"] for r in rs),
+            "rounds_p50_ms": [r["latency"]["p50_ms"] for r in rs],
+            "raw_ms": [r["raw_ms"] for r in rs],
+        }
+    for name in sdk:
+        sdk[name]["overhead_ms"] = round(sdk[name]["p50_ms"] - sdk["direct"]["p50_ms"], 3)
+    workers: JSON = {}
+    for name in dict.fromkeys(m.target for m in steps if m.scenario == "workers"):
+        rs = runs("workers", name, next(m.sessions for m in steps if m.scenario == "workers"))
+        workers[name] = {
+            "sessions": rs[0]["sessions"],
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in rs),
+            "p99_ms": statistics.median(r["latency"].get("p99_ms", 0) for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+        }
+    out: JSON = {"sequential": seq, "sdk": sdk, "throughput": thr, "workers": workers,
+                 "idle": {}, "connect": {}, "recovery": {}}
     for m in steps:
         if m.scenario == "idle":
             out["idle"].setdefault(m.target, {})[str(m.sessions)] = raw[m]
@@ -456,28 +648,45 @@ def collect(steps: list[Measurement], raw: dict[Measurement, JSON]) -> JSON:
 
 
 def run(smoke: bool, out_dir: Path, *, quiet: bool = False) -> JSON:
-    settings = Settings.of(smoke)
+    settings = Settings.of(smoke, workers=workers_supported())
     steps = plan(settings)
+    sdk = sdk_upstream(smoke)
     results: JSON = {"smoke": smoke, "machine": machine(), "versions": versions(),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = Path(tempfile.mkdtemp(prefix="mcp-orch-bench-"))
     raw: dict[Measurement, JSON] = {}
+    workers: JSON = {"workers": WORKERS, "available": settings.workers}
+    if not settings.workers:
+        workers["note"] = "not available: `mcp-orch serve --help` has no --workers"
     with open_progress([m.step() for m in steps], quiet=quiet, stream=sys.stderr) as progress:
         with ExitStack() as stack:
             with progress.step(steps[0].step()):
-                gw = stack.enter_context(gateway(tmp))
+                gw = stack.enter_context(gateway(tmp, sdk))
                 px = stack.enter_context(proxy(tmp))
+                sdk_px = stack.enter_context(proxy(tmp, sdk["command"], "mcp-proxy-sdk"))
                 tv = stack.enter_context(trivial())
             targets = make_targets(gw, px, tv)
             results["targets"] = {k: {kk: vv for kk, vv in v.items() if kk != "headers"}
                                   for k, v in targets.items()}
+            targets.update({f"sdk:{k}": v for k, v in make_sdk_targets(gw, sdk_px, sdk).items()})
+            results["sdk_upstream"] = sdk["name"]
             pids = {"orch-sse": gw["pid"], "proxy-sse": px["pid"]}
-            for m in steps[1:]:
-                with progress.step(m.step()):
-                    raw[m] = measure(m, targets, pids)
+            with ExitStack() as workers_stack:
+                for i, m in enumerate(steps[1:], 1):
+                    with progress.step(m.step()):
+                        if m.scenario == "start":  # mcp-orch serve --workers N
+                            wgw = workers_stack.enter_context(gateway(tmp, sdk, workers=WORKERS))
+                            targets.update(make_workers_targets(wgw))
+                            continue
+                        raw[m] = measure(m, targets, pids)
+                    if m.scenario == "workers" and (
+                            i + 1 == len(steps) or steps[i + 1].scenario != "workers"):
+                        workers["forwarded"] = forwarded_share(wgw["port"], WORKERS)
+                        workers_stack.close()  # the workers stop before the idle scenario
         results["plan"] = {"steps": len(steps), "planned_s": round(progress.planned_s, 1),
                            "elapsed_s": round(progress.elapsed_s(), 1)}
     results.update(collect(steps, raw))
+    results["workers"] = {**workers, "throughput": results["workers"]}
     results["machine"]["loadgen_ceiling"] = ceiling(results["throughput"])
     results["ratios"] = ratios(results)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -498,6 +707,12 @@ def _cmdline(pid: int) -> str:
 def ratios(r: JSON) -> JSON:
     seq = r["sequential"]
     out: JSON = {}
+    sdk = r.get("sdk") or {}
+    for transport in ("sse", "http"):
+        orch, prox = sdk.get(f"orch-{transport}"), sdk.get(f"proxy-{transport}")
+        if orch and prox and prox["overhead_ms"] > 0:
+            out[f"sdk_overhead_vs_proxy_{transport}"] = round(
+                orch["overhead_ms"] / prox["overhead_ms"], 3)
     for transport in ("sse", "http"):
         orch, prox = seq[f"orch-{transport}"], seq[f"proxy-{transport}"]
         if prox["overhead_ms"] > 0:
@@ -508,6 +723,11 @@ def ratios(r: JSON) -> JSON:
         p = r["throughput"][f"proxy-{transport}"][level]["calls_per_s"]
         if p:
             out[f"throughput_vs_proxy_{transport}_at_{level}"] = round(o / p, 2)
+        w = (r.get("workers") or {}).get("throughput", {}).get(f"orch-{transport}")
+        proxy_at = r["throughput"][f"proxy-{transport}"].get(str(w["sessions"])) if w else None
+        if w and proxy_at and proxy_at["calls_per_s"]:
+            out[f"throughput_vs_proxy_{transport}_at_{w['sessions']}_workers_{WORKERS}"] = round(
+                w["calls_per_s"] / proxy_at["calls_per_s"], 2)
     return out
 
 
@@ -539,8 +759,35 @@ def table(r: JSON) -> str:
     lines.append("|---|---|---|---|")
     for name, v in r["connect"].items():
         rec = r["recovery"].get(name, {}).get("recovered_s")
+        if name == "ceiling":
+            lines.append(f"| load generator ceiling (trivial endpoint) | {v.get('p50_ms')} | "
+                         f"{v.get('p99_ms')} | — |")
+            continue
         lines.append(f"| {name} | {v.get('p50_ms')} | {v.get('p99_ms')} | "
                      f"{rec if rec is not None else 'no recovery'} |")
+    sdk = r.get("sdk") or {}
+    if sdk:
+        lines += ["", context, ""]
+        lines.append(f"| Python SDK client, tools/call in front of {r.get('sdk_upstream', '?')} | "
+                     "p50 ms | p99 ms | added p50 ms | p50 of each round |")
+        lines.append("|---|---|---|---|---|")
+        for name, v in sdk.items():
+            rounds = ", ".join(f"{x:.3f}" for x in v["rounds_p50_ms"])
+            lines.append(f"| {name} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | "
+                         f"{v['overhead_ms']:.3f} | {rounds} |")
+    w = r.get("workers") or {}
+    if w:
+        lines.append("")
+        if not w.get("available"):
+            lines.append(f"mcp-orch serve --workers {w.get('workers')}: {w.get('note')}")
+        else:
+            cells = ", ".join(f"{name} {v['calls_per_s']:.0f} calls/s @{v['sessions']}"
+                              for name, v in w["throughput"].items())
+            fwd = w.get("forwarded") or {}
+            share = fwd.get("share")
+            lines.append(f"mcp-orch serve --workers {w['workers']}: {cells}; forwarded "
+                         + (f"{100 * share:.1f} % of requests" if share is not None
+                            else f"share unknown ({fwd.get('note')})"))
     lines.append("")
     lines.append("ratios (mcp-orch ÷ mcp-proxy, same run): " + json.dumps(r["ratios"]))
     lines.append("Absolute figures move with the machine (see its ceiling above); the same-run "

@@ -39,9 +39,21 @@ def label(key: str) -> str:
     """A column heading for a key of a result file's ``ratios``."""
     if m := re.fullmatch(r"overhead_vs_proxy_(\w+?)", key):
         return f"added latency ÷ mcp-proxy's, {TRANSPORTS.get(m[1], m[1])}"
+    if m := re.fullmatch(r"sdk_overhead_vs_proxy_(\w+?)", key):
+        return f"added latency ÷ mcp-proxy's, Python SDK client, {TRANSPORTS.get(m[1], m[1])}"
+    if m := re.fullmatch(r"throughput_vs_proxy_(\w+?)_at_(\d+)_workers_(\d+)", key):
+        return (f"calls/s @{m[2]} ÷ mcp-proxy's, {TRANSPORTS.get(m[1], m[1])}, "
+                f"serve --workers {m[3]}")
     if m := re.fullmatch(r"throughput_vs_proxy_(\w+?)_at_(\d+)", key):
         return f"calls/s @{m[2]} ÷ mcp-proxy's, {TRANSPORTS.get(m[1], m[1])}"
     return key
+
+
+def _order(key: str) -> tuple[int, int]:
+    """Latency columns first (the lean client's, then the SDK client's), then throughput
+    (one process, then several workers); the order within each kind as the files have it."""
+    latency = "overhead" in key
+    return (0 if latency else 1, 1 if key.startswith("sdk_") or "_workers_" in key else 0)
 
 
 def load(paths: list[Path]) -> list[JSON]:
@@ -78,7 +90,7 @@ def table(runs: list[JSON]) -> str:
     if not runs:
         raise SpreadError("no result files")
     keys = list(dict.fromkeys(k for r in runs for k in r["ratios"]))
-    keys.sort(key=lambda k: not k.startswith("overhead"))  # latency first, then throughput
+    keys.sort(key=_order)
     head = ["run", "cores", "Python", "load generator ceiling, calls/s", *map(label, keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:

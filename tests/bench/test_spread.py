@@ -46,6 +46,19 @@ def test_one_row_per_run_with_its_machine_then_the_min_max_of_each_column(tmp_pa
     ]
 
 
+def test_the_sdk_and_workers_ratios_have_headings_and_keep_latency_first() -> None:
+    r = {"machine": {"cpus": 2, "python": "3.11.7"}, "throughput": {}, "_name": "x",
+         "ratios": {"throughput_vs_proxy_sse_at_32_workers_2": 2.1,
+                    "sdk_overhead_vs_proxy_http": 0.6, "throughput_vs_proxy_sse_at_32": 1.1,
+                    "overhead_vs_proxy_sse": 0.9}}
+    assert spread.table([r]).splitlines()[0] == (
+        "| run | cores | Python | load generator ceiling, calls/s | "
+        "added latency ÷ mcp-proxy's, legacy SSE | "
+        "added latency ÷ mcp-proxy's, Python SDK client, Streamable HTTP | "
+        "calls/s @32 ÷ mcp-proxy's, legacy SSE | "
+        "calls/s @32 ÷ mcp-proxy's, legacy SSE, serve --workers 2 |")
+
+
 def test_readme_block_is_rewritten_between_its_markers_only(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\nbefore\n{spread.BEGIN}\nold table\n{spread.END}\nafter\n")
