@@ -172,7 +172,7 @@ def _migrate(backend: Backend) -> None:
         db.execute("COMMIT")
 
 
-def open_store(settings: GatewaySettings, source: str = "config") -> Store:
+def open_store(settings: GatewaySettings, source: str | None = None) -> Store:
     """The store the ``[gateway]`` settings name: ``store`` (a ``postgresql://``
     DSN, ``${VAR}`` expanded from the environment) or SQLite in ``state_dir``.
 
@@ -182,7 +182,8 @@ def open_store(settings: GatewaySettings, source: str = "config") -> Store:
     """
     if settings.store is None:
         return Store.open(settings.state_dir)
-    return Store.open(settings.state_dir, dsn=store_dsn(settings.store, os.environ, source))
+    return Store.open(settings.state_dir,
+                      dsn=store_dsn(settings.store, os.environ, source or "config"))
 
 
 #: The DSN schemes ``[gateway] store`` accepts.
@@ -334,19 +335,21 @@ class Store:
         """Open the store, creating and migrating its schema as needed.
 
         Without ``dsn``: ``state_dir/mcp-orch.sqlite3`` (directory and file created
-        if missing). With a ``postgresql://`` DSN: that database (it must exist).
+        if missing). With a ``postgresql://`` DSN: that database (it must exist;
+        ``state_dir`` is still made, for the pid file).
 
         Error handling: a PostgreSQL server that cannot be reached raises
         :class:`StoreUnavailableError`; a schema newer than this release
         :class:`SchemaVersionError`.
         """
         backend: Backend
+        directory = Path(state_dir)
+        # Made with either backend: the pid file lives there too.
+        directory.mkdir(parents=True, exist_ok=True)
         if dsn is not None:
             backend = PostgresBackend.open(dsn)
             path: Path | str = backend.where
         else:
-            directory = Path(state_dir)
-            directory.mkdir(parents=True, exist_ok=True)
             path = directory / "mcp-orch.sqlite3"
             backend = SQLiteBackend.open(path)
         try:

@@ -32,6 +32,7 @@ from config import (
     declared_projects,
     default_config_path,
     load_config,
+    open_store,
     parse_server,
     redacted_spec,
     server_spec,
@@ -115,7 +116,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     config = _load(args)
-    store = Store.open(config.gateway.state_dir)
+    store = open_store(config.gateway, config.source)
     try:
         # A project declared in the file (the gateway may not have applied it
         # yet) or created in the store.
@@ -140,7 +141,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     config = _load(args)
-    store = Store.open(config.gateway.state_dir)
+    store = open_store(config.gateway, config.source)
     try:
         keys = store.list_keys(args.project)
     finally:
@@ -157,7 +158,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     config = _load(args)
-    store = Store.open(config.gateway.state_dir)
+    store = open_store(config.gateway, config.source)
     try:
         done = store.revoke_key(args.prefix, actor=_actor())
     finally:
@@ -176,7 +177,7 @@ def _actor() -> str:
 @contextlib.contextmanager
 def _store(args: argparse.Namespace) -> Iterator[Store]:
     config = _load(args)
-    store = Store.open(config.gateway.state_dir)
+    store = open_store(config.gateway, config.source)
     try:
         yield store
     finally:

@@ -40,6 +40,7 @@ from config import (
     ProjectConfig,
     ServerConfig,
     Store,
+    StoreError,
     declared_projects,
     load_config,
     projects_from_store,
@@ -397,42 +398,79 @@ class Gateway:
                 session.set_servers(servers)
 
     async def watch_store(self, interval_s: float = 1.0) -> None:
-        """Apply changes other processes (the CLI) commit to the store, within ``interval_s``.
+        """Apply changes anyone commits to the store — another instance, the CLI, the
+        admin API — within a second.
 
-        SQLite's ``data_version`` changes when another connection commits;
-        reading it is cheap, and there is no cross-process event to wait on.
+        PostgreSQL announces every committed change (``NOTIFY``, heard at once);
+        SQLite has no cross-process event, so its ``data_version`` is polled
+        (``Store.wait_for_change`` does either, in a worker thread that ends
+        with the store, so the wait is abandoned on cancellation). On a change:
+        every cached key answer is stale (a key revoked or created elsewhere),
+        the servers are synced, and sessions whose key is no longer active end.
+
+        Error handling: while the store is unreachable a sync is skipped and
+        logged; the running servers, sessions and cached keys are kept.
         """
-        version = await trio.to_thread.run_sync(self.store.data_version)
         while True:
-            await trio.sleep(interval_s)
-            current = await trio.to_thread.run_sync(self.store.data_version)
-            if current == version:
+            changed = await trio.to_thread.run_sync(
+                self.store.wait_for_change, interval_s, abandon_on_cancel=True)
+            if not changed:
                 continue
-            version = current
+            self.keys.invalidate()
             try:
                 await self.sync_from_store("a change in the store")
             except ConfigError as exc:
                 log.error("the store holds a server that does not validate: %s", exc)
+            except StoreError as exc:
+                log.warning("the store changed but cannot be read now: %s", exc)
+                continue
+            try:
+                await self.end_revoked_sessions()
+            except StoreError as exc:
+                log.warning("cannot check the keys of live sessions (kept meanwhile): %s", exc)
 
     async def watch_revocations(self, interval_s: float = 1.0) -> None:
-        """End live sessions whose API key was revoked (or expired), within ``interval_s``.
+        """End live sessions whose API key expired, within ``interval_s``.
 
-        The CLI revokes keys in the store from another process, so there is no
-        event to wait for: the store is asked about the keys in use, once per
-        interval, in a worker thread.
+        A revocation is a store change and ends its sessions at once
+        (:meth:`watch_store`); an expiry changes nothing in the store, so the
+        keys in use are checked once per interval as well.
+
+        Error handling: while the store is unreachable nothing is ended (live
+        sessions keep working through the outage); logged once per outage.
         """
+        down = False
         while True:
             await trio.sleep(interval_s)
-            in_use = {s.key_hash for s in self.registry.sessions.values() if s.key_hash}
-            if not in_use:
+            try:
+                await self.end_revoked_sessions()
+            except StoreError as exc:
+                if not down:
+                    log.warning("cannot check the keys of live sessions (kept meanwhile): %s",
+                                exc)
+                down = True
                 continue
-            active = await trio.to_thread.run_sync(self.store.active_hashes, in_use)
-            for key_hash in in_use - active:
-                self.keys.forget(key_hash)
-                for session in list(self.registry.sessions.values()):
-                    if session.key_hash == key_hash:
-                        log.info("session %s ended: its API key was revoked", session.session_id)
-                        session.close("the API key of this session was revoked or expired")
+            if down:
+                log.info("the keys of live sessions are checked again")
+            down = False
+
+    async def end_revoked_sessions(self) -> None:
+        """Ask the store which keys of live sessions are still active; end the others'
+        sessions and forget their cached answers.
+
+        Error handling: a :class:`StoreError` (unreachable) propagates, and
+        nothing is ended.
+        """
+        in_use = {s.key_hash for s in self.registry.sessions.values() if s.key_hash}
+        if not in_use:
+            return
+        active = await trio.to_thread.run_sync(self.store.active_hashes, in_use)
+        for key_hash in in_use - active:
+            self.keys.forget(key_hash)
+            for session in list(self.registry.sessions.values()):
+                if session.key_hash == key_hash:
+                    log.info("session %s ended: its API key was revoked", session.session_id)
+                    session.close("the API key of this session was revoked or expired")
 
     async def record_samples(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         """Close a metrics sample of every server each ``interval_s`` (the console's charts)."""

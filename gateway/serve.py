@@ -26,7 +26,7 @@ import hypercorn.trio
 import trio
 
 from actors import run_registry
-from config import Config, Store, declared_projects, expand_env
+from config import Config, Store, declared_projects, expand_env, open_store
 from upstream.stdio import open_reaper
 
 from .app import create_asgi
@@ -72,7 +72,7 @@ async def run_gateway(
         ]
     # Off (None) unless [gateway.telemetry] endpoint is set; a ConfigError before any nursery.
     telemetry = Telemetry.create(settings.telemetry)
-    store = await trio.to_thread.run_sync(Store.open, settings.state_dir)
+    store = await trio.to_thread.run_sync(open_store, settings, config.source)
     try:
         # The file is declarative: make the store hold what it declares, then run
         # what the store holds (which includes what the CLI or admin API added).

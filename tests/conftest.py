@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from config import Store, load_config
+from config import load_config, open_store
 from gateway.serve import run_gateway
 from tests.support import RunningGateway, demo_projects, write_config
 from tests.support.postgres import pg_dsn as pg_dsn
@@ -30,7 +30,7 @@ def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> StartGateway:
     async def start(projects: dict[str, Any] | None = None, **settings: Any) -> RunningGateway:
         path = write_config(tmp_path, projects or demo_projects(), **settings)
         config = load_config(path)
-        store = Store.open(config.gateway.state_dir)
+        store = open_store(config.gateway)
         try:
             keys = {name: store.create_key(name) for name in config.projects}
         finally:

@@ -5,8 +5,15 @@ a missing or unknown key is ``401`` with ``WWW-Authenticate: Bearer``; a valid
 key of another project is ``404``, the same answer as for a project that does
 not exist, so a key holder learns nothing about other projects. Keys are
 looked up by hash in the store; answers are cached for ``ttl_s`` so a hot path
-does not hit SQLite per request, which also bounds how long a revoked key
-keeps working.
+does not hit the store per request, which also bounds how long a revoked key
+keeps working. A change committed to the store anywhere (another instance,
+the CLI) expires every cached answer at once (:meth:`KeyVerifier.invalidate`,
+called by ``Gateway.watch_store``), so a key created or revoked elsewhere is
+seen at its next request.
+
+While the store is unreachable, a key whose answer was cached before keeps
+that answer (expired or not): clients already admitted keep working through
+a database outage. A key never seen has no answer then: ``503``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 import attrs
 import trio
 
-from config import Store
+from config import Store, StoreUnavailableError
 from config.store import hash_key
 
 MAX_CACHE = 10_000
@@ -57,6 +64,12 @@ class KeyVerifier:
         """Drop a cached answer (the key was revoked): the next request asks the store."""
         self._cache.pop(bytes.fromhex(key_hash), None)
 
+    def invalidate(self) -> None:
+        """Expire every cached answer (the store changed: a key may have been created or
+        revoked elsewhere). They stay as the answers of last resort during an outage;
+        :meth:`forget` is for answers that must not survive."""
+        self._cache = {digest: (owner, 0.0) for digest, (owner, _) in self._cache.items()}
+
     def forget_project(self, project: str) -> None:
         """Drop the cached answers naming ``project`` (it was deleted, and its keys
         with it): their next request asks the store, and gets ``401``."""
@@ -80,7 +93,16 @@ class KeyVerifier:
                 return hit[0]
         done = self._inflight[digest] = trio.Event()
         try:
-            project = await trio.to_thread.run_sync(self.store.project_for_key, key)
+            try:
+                project = await trio.to_thread.run_sync(self.store.project_for_key, key)
+            except StoreUnavailableError:
+                stale = self._cache.get(digest)
+                if stale is None:
+                    raise
+                # Known before the outage: kept through it, and not asked again for
+                # ttl_s (a server that does not answer costs a connect timeout).
+                self._cache[digest] = (stale[0], self.clock() + self.ttl_s)
+                return stale[0]
             if len(self._cache) >= MAX_CACHE:
                 self._cache.clear()
             self._cache[digest] = (project, self.clock() + self.ttl_s)
@@ -125,7 +147,8 @@ async def check_project_access(gateway: Any, project_name: str, authorization: s
 
     ``None`` when allowed. A missing or invalid key is 401 with
     ``WWW-Authenticate``; a valid key of another project — or of no
-    existing project — is 404, so nothing about other projects leaks.
+    existing project — is 404, so nothing about other projects leaks. A key
+    the store cannot be asked about now (unreachable, nothing cached) is 503.
     """
     project = gateway.project(project_name)
     if project is not None and project.auth == "none":
@@ -134,7 +157,11 @@ async def check_project_access(gateway: Any, project_name: str, authorization: s
     if key is None:
         return Denied(401, "missing API key: send 'Authorization: Bearer <key>'",
                       {"WWW-Authenticate": www_authenticate(project_name, None)})
-    owner = await gateway.keys.project_for(key)
+    try:
+        owner = await gateway.keys.project_for(key)
+    except StoreUnavailableError as exc:
+        return Denied(503, f"this key cannot be checked now ({exc}); retry shortly",
+                      {"Retry-After": "1"})
     if owner is None:
         return Denied(401, "invalid API key",
                       {"WWW-Authenticate": www_authenticate(project_name, "invalid_token")})

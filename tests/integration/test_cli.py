@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.support import REPO, demo_projects, write_config
+from tests.support.postgres import StoreTarget
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -50,8 +51,10 @@ def test_toml_syntax_error_and_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 2 and "absent.toml" in result.stderr
 
 
-def test_keys_create_prints_key_last_and_serve_accepts_it(tmp_path: Path) -> None:
-    path = write_config(tmp_path, demo_projects())
+def test_keys_create_prints_key_last_and_serve_accepts_it(
+    tmp_path: Path, store_target: StoreTarget,
+) -> None:
+    path = write_config(tmp_path, demo_projects(), **store_target.settings())
     created = run_cli("keys", "create", "--project", "demo", "--config", str(path))
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
@@ -84,3 +87,29 @@ def test_keys_create_prints_key_last_and_serve_accepts_it(tmp_path: Path) -> Non
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_store_setting_is_checked_naming_file_and_field(tmp_path: Path) -> None:
+    path = write_config(tmp_path, demo_projects(), store="mysql://db/x")
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}: gateway.store: expected a postgresql:// URL" in result.stderr
+    path = write_config(tmp_path, demo_projects(), store="${MCP_ORCH_TEST_UNSET_DSN}")
+    result = run_cli("keys", "list", "--config", str(path))
+    assert result.returncode == 2
+    assert "gateway.store: refers to ${MCP_ORCH_TEST_UNSET_DSN}, which is not set" in result.stderr
+
+
+def test_cli_on_an_unreachable_postgres_exits_nonzero_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = write_config(tmp_path, demo_projects(),
+                        store=f"postgresql://postgres:secret@127.0.0.1:{port}/db")
+    result = run_cli("keys", "list", "--config", str(path))
+    assert result.returncode == 1
+    assert f"the PostgreSQL store postgresql://postgres@127.0.0.1:{port}/db is unreachable" \
+        in result.stderr
+    assert "secret" not in result.stderr

@@ -25,6 +25,7 @@ from tests.support import (
     open_sse_session,
     write_config,
 )
+from tests.support.postgres import StoreTarget
 
 FIXTURES = REPO / "tests" / "fixtures"
 ADMIN = "admin-token-for-tests-0123456789"
@@ -63,8 +64,10 @@ def test_every_command_has_help() -> None:
         assert exit_info.value.code == 0, words
 
 
-async def test_cli_manages_a_running_gateway(tmp_path: Path) -> None:
-    config = write_config(tmp_path, demo_projects())
+async def test_cli_manages_a_running_gateway(tmp_path: Path, store_target: StoreTarget) -> None:
+    """On both backends: the CLI's writes reach the gateway (NOTIFY on PostgreSQL,
+    ``data_version`` on SQLite)."""
+    config = write_config(tmp_path, demo_projects(), **store_target.settings())
     async with gateway_process(config) as gw:
         health = gw.health
 
@@ -167,8 +170,9 @@ async def test_cli_manages_a_running_gateway(tmp_path: Path) -> None:
         assert all("hash" not in json.dumps(k) for k in keys)
 
 
-async def test_admin_api_end_to_end(start_gateway: StartGateway) -> None:
-    gw = await start_gateway(admin_token=ADMIN)
+async def test_admin_api_end_to_end(start_gateway: StartGateway,
+                                    store_target: StoreTarget) -> None:
+    gw = await start_gateway(admin_token=ADMIN, **store_target.settings())
     admin = {"Authorization": f"Bearer {ADMIN}"}
     base = gw.url + "/admin"
     async with httpx.AsyncClient(timeout=20) as http:
