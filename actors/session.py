@@ -255,6 +255,14 @@ class Session:
         if self.closing:
             return False
         self.touch()
+        try:
+            # Room at once (the usual case): no timeout scope to set up per message.
+            self._inbound_send.send_nowait(message)
+            return True
+        except trio.WouldBlock:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
         with trio.move_on_after(timeout_s):
             try:
                 await self._inbound_send.send(message)
