@@ -193,6 +193,30 @@ class Limited:
         return max(1, math.ceil(self.retry_after_s * 1000))
 
 
+@attrs.frozen
+class SharedBucket:
+    """A token bucket as the cluster's store keeps it (``Store.take_tokens``): one for
+    every instance, so a limit holds across them, not once per instance."""
+
+    scope: str
+    name: str
+    rate: float
+    burst: float
+
+
+def shared_buckets(project: str, key_hash: str | None, limits: RateLimits) -> list[SharedBucket]:
+    """The buckets a request of ``key_hash`` to ``project`` counts against, as
+    :meth:`RateLimiter.check` applies them."""
+    buckets = []
+    if limits.rate is not None and key_hash is not None:
+        buckets.append(SharedBucket("key", f"key:{project}:{key_hash}", limits.rate,
+                                    default_burst(limits.rate, limits.burst)))
+    if limits.project_rate is not None:
+        buckets.append(SharedBucket("project", f"project:{project}", limits.project_rate,
+                                    default_burst(limits.project_rate, limits.project_burst)))
+    return buckets
+
+
 @attrs.define(eq=False)
 class RateLimiter:
     """Token buckets per (project, API key hash) and per project, made on first use

@@ -46,6 +46,9 @@ class SessionRegistry:
     #: Makes the private supervisor of an ``isolation = "session"`` session
     #: (the gateway's, which hands it the reaper).
     new_supervisor: Callable[[str, ServerConfig], ServerSupervisor] = ServerSupervisor
+    #: Mints session ids: the cluster's signed, owner-naming ids once the gateway
+    #: has set it (``gateway/cluster/ids.py``); random ones otherwise.
+    new_id: Callable[[], str] = new_session_id
 
     async def open(self, options: SessionOptions, outlet: Outlet) -> Session:
         """Open a session: run its actor in the registry's nursery and return its handle
@@ -54,7 +57,7 @@ class SessionRegistry:
         Closing a session before or while it starts is safe: it then ends at once.
         """
         kind = Session if options.servers is None else ProjectSession
-        session = kind(new_session_id(), options, outlet, observer=self.observer,
+        session = kind(self.new_id(), options, outlet, observer=self.observer,
                        new_supervisor=self.new_supervisor, tracer=self.tracer)
         await self._nursery.start(self._run, session)
         return session

@@ -65,6 +65,8 @@ class EventStream:
     stream_id: str
     #: Request ids this stream answers; it finishes when all are answered.
     awaiting: set[jsonrpc.Id] = attrs.field(factory=set)
+    #: The POSTed messages it answers (a resent identical POST is answered from it).
+    messages: tuple[jsonrpc.Message, ...] = ()
     capacity: int = STREAM_CAPACITY
     next_seq: int = 1
     finished: bool = False
@@ -234,11 +236,12 @@ class StreamSet:
         if self.on_drop is not None:
             self.on_drop()
 
-    def open(self, request_ids: Iterable[jsonrpc.Id]) -> EventStream:
-        """A new stream for a POST carrying these requests."""
+    def open(self, request_ids: Iterable[jsonrpc.Id],
+             messages: tuple[jsonrpc.Message, ...] = ()) -> EventStream:
+        """A new stream for a POST carrying these requests (``messages``: the POST's)."""
         self._counter += 1
         stream = EventStream(str(self._counter), awaiting=set(request_ids),
-                             on_drop=self._count_drop)
+                             messages=messages, on_drop=self._count_drop)
         self.by_id[stream.stream_id] = stream
         for request_id in stream.awaiting:
             self.by_request[request_id] = stream

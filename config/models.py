@@ -217,6 +217,10 @@ class GatewaySettings:
     #: The project endpoint's list fan-out: a server that has not answered a list
     #: request within this long is left out of that answer (with a warning).
     list_timeout_s: float = 2.0
+    #: The host name or address other instances reach this one at (they forward
+    #: requests for its sessions there). Unset: the listen address, or this
+    #: machine's address when it listens on a wildcard.
+    advertise_host: str | None = None
 
 
 @attrs.frozen

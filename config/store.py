@@ -60,7 +60,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 KEY_PREFIX = "mcpo_"
 #: The audit actor of a key write whose caller names none (tests, scripts).
 UNATTRIBUTED = "unattributed"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -139,10 +139,19 @@ CREATE TABLE instances (
     last_seen REAL NOT NULL
 )
 """
+#: The cluster's shared token buckets (``Store.take_tokens``): a rate limit of the
+#: project endpoint holds across instances, not once per instance.
+_SCHEMA_V5 = """
+CREATE TABLE rate_buckets (
+    name TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    stamp REAL NOT NULL
+)
+"""
 #: Migration scripts by the version they lead to; version 1 is the first schema.
 #: One table for both backends: written in SQLite's dialect, the PostgreSQL
 #: backend translates the few type names that differ (``store_backends``).
-MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
+MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4, 5: _SCHEMA_V5}
 
 
 def _migrate(backend: Backend) -> None:
@@ -888,6 +897,39 @@ class Store:
         with self._transaction() as db:
             return db.execute("DELETE FROM instances WHERE last_seen < ?",
                               (time.time() - older_than_s,)).rowcount
+
+    def take_tokens(self, buckets: Sequence[tuple[str, float, float]], n: int
+                    ) -> tuple[int, float] | None:
+        """Take ``n`` tokens from every bucket (name, tokens per second, burst), or none.
+
+        ``None`` when taken; else (the index of a bucket short of tokens, the
+        seconds until it has them) and nothing taken. A bucket starts full and
+        refills at its rate up to its burst (as ``actors.policy.TokenBucket``);
+        one transaction (serialised with every other writer), so instances
+        sharing the store share the buckets. Time is the caller's ``time.time()``.
+        """
+        now = time.time()
+        with self._transaction() as db:
+            state: list[tuple[float, bool]] = []
+            for name, rate, burst in buckets:
+                row = db.execute("SELECT tokens, stamp FROM rate_buckets WHERE name = ?",
+                                 (name,)).fetchone()
+                if row is None:
+                    state.append((float(burst), False))
+                else:
+                    tokens, stamp = row
+                    state.append((min(burst, tokens + max(0.0, now - stamp) * rate), True))
+            for index, ((_, rate, _), (tokens, _)) in enumerate(zip(buckets, state, strict=True)):
+                if tokens < n:
+                    return index, (n - tokens) / rate
+            for (name, _, _), (tokens, known) in zip(buckets, state, strict=True):
+                if known:
+                    db.execute("UPDATE rate_buckets SET tokens = ?, stamp = ? WHERE name = ?",
+                               (tokens - n, now, name))
+                else:
+                    db.execute("INSERT INTO rate_buckets (name, tokens, stamp) VALUES (?, ?, ?)",
+                               (name, tokens - n, now))
+        return None
 
     def cluster_secret(self) -> bytes:
         """The cluster's 32-byte secret (it signs session ids), made by the first caller.

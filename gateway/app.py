@@ -154,7 +154,9 @@ def create_app(gateway: Gateway) -> QuartTrio:
     @app.get("/ready")
     async def ready() -> Response:
         is_ready, reason = gateway.readiness()
-        return json_response({"ready": is_ready, "reason": reason}, 200 if is_ready else 503)
+        return json_response({"ready": is_ready, "reason": reason,
+                              **gateway.cluster_view(addresses=False)},
+                             200 if is_ready else 503)
 
     @app.get("/status")
     async def status() -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import getpass
 import json
 import logging
@@ -59,13 +60,18 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, worker_port: int | None = None) -> None:
+    from .cluster.workers import watch_parent
     from .serve import run_gateway
 
     # Signals are received from before start-up, so an early SIGTERM is not lost.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            gateway = await nursery.start(run_gateway, config)
+            gateway = await nursery.start(
+                functools.partial(run_gateway, config, worker_port=worker_port))
+            if worker_port is not None:
+                # A worker of `serve --workers`: a parent that dies takes it down too.
+                nursery.start_soon(watch_parent, gateway.stop)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
@@ -88,13 +94,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import app, serve  # noqa: F401  (loaded first, so the freeze below covers them)
 
     gc_tuning.tune()
-    trio.run(_serve, config)
+    if args.workers > 1 and args.worker_port is None:
+        return _serve_workers(args, config)
+    trio.run(_serve, config, args.worker_port)
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, config: Config) -> int:
+    """``serve --workers N``: hold the port, prepare the store, run N workers
+    (``gateway/cluster/workers.py``)."""
+    from .cluster.workers import WorkerPool, stop_timeout
+    from .serve import (
+        configured_admin_token,
+        listening_socket,
+        pidfile_path,
+        prepare_store,
+        remove_pidfile,
+        write_pidfile,
+    )
+
+    settings = config.gateway
+    # Bound (not listening) for as long as the parent runs: port 0 becomes one
+    # port for every worker, and nobody else takes it between worker restarts.
+    holder = listening_socket(settings.host, settings.port, reuse_port=True)
+    port = holder.getsockname()[1]
+    store = open_store(settings, config.source)
+    try:
+        prepare_store(store, config, configured_admin_token(config))
+    finally:
+        store.close()
+    argv = [sys.executable, "-m", "gateway", "serve", "--host", settings.host,
+            "--log-format", args.log_format]
+    if args.config:
+        argv += ["--config", args.config]
+    for level in args.log_level or []:
+        argv += ["--log-level", level]
+    pool = WorkerPool(argv, args.workers, port)
+    write_pidfile(pidfile_path(config))
+    log.info("starting %d workers on port %d (each says where it listens)", args.workers, port)
+    try:
+        trio.run(functools.partial(pool.run, stop_timeout_s=stop_timeout(
+            settings.drain_timeout_s, settings.stop_grace_s)))
+    finally:
+        remove_pidfile(pidfile_path(config))
+        holder.close()
     return 0
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     config = _load(args)
-    pidfile = os.path.join(config.gateway.state_dir, "mcp-orch.pid")
+    from .serve import pidfile_path
+
+    pidfile = pidfile_path(config)
     try:
         with open(pidfile) as f:
             pid = int(f.read().strip())
@@ -388,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level actors=debug",
     )
     serve.add_argument("--log-format", choices=["text", "json"], default="text")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="run N gateway processes sharing the port (SO_REUSEPORT) and the store; "
+        "requests for a session another worker holds are forwarded to it (default 1)",
+    )
+    # A worker of `serve --workers` (set by the parent): listen on this shared port.
+    serve.add_argument("--worker-port", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     reload = with_config(sub.add_parser("reload", help="make the running gateway re-read its config"))

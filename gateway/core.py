@@ -31,7 +31,13 @@ import attrs
 import trio
 
 from actors import ServerSupervisor, SessionRegistry
-from actors.policy import ConcurrencyGate, Limited, RateLimiter
+from actors.policy import (
+    ConcurrencyGate,
+    Limited,
+    RateLimiter,
+    SharedBucket,
+    shared_buckets,
+)
 from actors.project import ProjectSession
 from actors.session import PROJECT_SERVER
 from config import (
@@ -96,6 +102,12 @@ class Gateway:
         default=attrs.Factory(lambda self: Heartbeat(self.config.gateway.keepalive_s),
                               takes_self=True)
     )
+    #: This instance's view of the cluster (``gateway/cluster/peers.py``) and the
+    #: router relaying requests for sessions peers own (``gateway/cluster/forward.py``);
+    #: typed loosely because those modules import the transports, which import this one.
+    peers: Any = None
+    forwarder: Any = None
+    _shared_limits_down: bool = False
     #: Token buckets per (project, key hash) and per project (``[projects.P.limits]``).
     limiter: RateLimiter = attrs.field(factory=RateLimiter)
     #: Project → its calls in flight per server (``max_concurrent``), see :meth:`gate`.
@@ -130,17 +142,50 @@ class Gateway:
             self._key_allows[key_hash] = allow
         return self._key_allows[key_hash]
 
-    def check_rate(self, project: str, key_hash: str | None, n: int = 1) -> Limited | None:
+    async def check_rate(self, project: str, key_hash: str | None, n: int = 1
+                         ) -> Limited | None:
         """Count ``n`` requests of a key to ``project`` against its ``[limits]`` buckets;
         ``None`` when allowed, else the refusal (counted in
-        ``mcp_orch_rate_limited_total{project,scope}``)."""
+        ``mcp_orch_rate_limited_total{project,scope}``).
+
+        Alone, the buckets are this process's; with live peers they are the
+        store's (``Store.take_tokens``), one per key and project for the whole
+        cluster. Error handling: while the store is unreachable the local
+        buckets count instead (a limit then holds per instance), logged once.
+        """
         proj = self.config.projects.get(project)
         if proj is None:
             return None
-        limited = self.limiter.check(project, key_hash, proj.limits, trio.current_time(), n)
+        limited = None
+        buckets = shared_buckets(project, key_hash, proj.limits)
+        if buckets and self.peers is not None and self.peers.live:
+            try:
+                limited = await self._take_shared(buckets, n)
+            except StoreError as exc:
+                if not self._shared_limits_down:
+                    log.warning("rate limits counted per instance while the store is "
+                                "unreachable: %s", exc)
+                self._shared_limits_down = True
+                limited = self.limiter.check(project, key_hash, proj.limits,
+                                             trio.current_time(), n)
+            else:
+                self._shared_limits_down = False
+        elif buckets:
+            limited = self.limiter.check(project, key_hash, proj.limits, trio.current_time(), n)
         if limited is not None:
             self.metrics.rate_limited.labels(project, limited.scope).inc()
         return limited
+
+    async def _take_shared(self, buckets: list[SharedBucket], n: int) -> Limited | None:
+        for bucket in buckets:
+            if n > bucket.burst:
+                return Limited(bucket.scope, 0.0, too_big=True)
+        short = await trio.to_thread.run_sync(
+            self.store.take_tokens, [(b.name, b.rate, b.burst) for b in buckets], n)
+        if short is None:
+            return None
+        index, wait_s = short
+        return Limited(buckets[index].scope, wait_s)
 
     # -- lookups -----------------------------------------------------------------
     def project(self, name: str) -> ProjectConfig | None:
@@ -250,8 +295,22 @@ class Gateway:
             "sessions": len(self.registry.sessions),
             "reloads": self.reloads,
             "config": self.config.source,
+            **self.cluster_view(addresses=True),
             "projects": projects,
         }
+
+    def cluster_view(self, *, addresses: bool) -> dict[str, Any]:
+        """This instance's id and its live peers with their last heartbeat (the internal
+        addresses only for the operator's ``/status``)."""
+        if self.peers is None:
+            return {}
+        view = self.peers.describe()
+        if not addresses:
+            view.pop("address")
+            view.pop("pid")
+            for peer in view["peers"]:
+                peer.pop("address")
+        return view
 
     # -- lifecycle -----------------------------------------------------------------
     def stop(self) -> None:

@@ -53,6 +53,9 @@ class HttpRequest:
     extra: Headers = attrs.field(factory=list)
     _nursery: trio.Nursery | None = None
     _watching: bool = False
+    #: The body once read: a second reader (the transport after the cluster's
+    #: router looked into it) gets the same bytes.
+    _body: bytes | None = None
 
     def __attrs_post_init__(self) -> None:
         # The last value of a repeated header wins.
@@ -97,6 +100,8 @@ class HttpRequest:
         Error handling: :class:`BodyTooLarge` (declared or actual size),
         :class:`ClientGone` when the client disconnects first.
         """
+        if self._body is not None:
+            return self._body
         declared = self.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
@@ -113,7 +118,8 @@ class HttpRequest:
             chunks.append(chunk)
             if not event.get("more_body", False):
                 self._watch()
-                return b"".join(chunks)
+                self._body = b"".join(chunks)
+                return self._body
 
     async def reply(
         self, status: int, body: bytes, headers: Headers = (),  # type: ignore[assignment]

@@ -104,6 +104,8 @@ class Metrics:
     rejected: Counter = attrs.field(init=False)
     notifications_dropped: Counter = attrs.field(init=False)
     rate_limited: Counter = attrs.field(init=False)
+    forwarded: Counter = attrs.field(init=False)
+    forwarding_seconds: Histogram = attrs.field(init=False)
     tallies: collections.Counter[tuple[str, str, str]] = attrs.field(factory=collections.Counter)
     #: (project, server) → the interval being filled, and the closed ones (console charts).
     _windows: dict[tuple[str, str], _Window] = attrs.field(factory=dict)
@@ -148,6 +150,15 @@ class Metrics:
             "mcp_orch_rate_limited", "Requests refused by a [projects.P.limits] limit, by "
             "scope: key (per API key rate), project (project rate), server (max_concurrent)",
             ["project", "scope"], registry=r,
+        )
+        self.forwarded = Counter(
+            "mcp_orch_forwarded_requests", "Requests for sessions another instance owns, "
+            "relayed to it, by outcome: relayed, unreachable (the owner was taken for dead), "
+            "cut (the owner ended the answer midway)", ["outcome"], registry=r,
+        )
+        self.forwarding_seconds = Histogram(
+            "mcp_orch_forwarding_seconds", "Time from relaying a request to the owning "
+            "instance until its answer began", buckets=_LATENCY_BUCKETS, registry=r,
         )
 
     def observe_request(

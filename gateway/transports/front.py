@@ -424,7 +424,7 @@ class Front:
         ``503`` with ``Retry-After`` when its inbox stays full — in every case
         nothing of the body was queued.
         """
-        messages = self._rate_limit(session, messages)
+        messages = await self._rate_limit(session, messages)
         if not messages:
             return
         limit = self.gateway.config.gateway.max_batch
@@ -443,7 +443,7 @@ class Front:
             raise Refused(503, errors.SESSION_BUSY, "session inbox full; retry",
                           headers=[(b"retry-after", b"1")], reason="busy")
 
-    def _rate_limit(
+    async def _rate_limit(
         self, session: Session, messages: tuple[jsonrpc.Message, ...] | list[jsonrpc.Message],
     ) -> tuple[jsonrpc.Message, ...] | list[jsonrpc.Message]:
         """Count the requests of ``messages`` (not ``initialize`` or ``ping``) against the
@@ -460,7 +460,8 @@ class Front:
                    if "id" in m and "method" in m and m["method"] not in UNCOUNTED]
         if not counted:
             return messages
-        limited = self.gateway.check_rate(session.project, session.key_hash, len(counted))
+        limited = await self.gateway.check_rate(session.project, session.key_hash,
+                                                len(counted))
         if limited is None:
             return messages
         access = getattr(session, "access", None)

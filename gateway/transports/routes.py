@@ -13,7 +13,8 @@ A handler gets the server's name, or ``None`` for the project endpoint; the
 front's admission (``Front.admit``) makes the target either way, and the
 transports serve both alike.
 
-A refusal raised by any step is rendered here, once, by the front; an
+A request for a session another instance owns is relayed to it first
+(``gateway/cluster/forward.py``). A refusal raised by any step is rendered here, once, by the front; an
 ``OPTIONS`` preflight from an allowed origin gets the CORS answer.
 """
 
@@ -86,6 +87,12 @@ class McpRoutes:
     async def _answer(self, http: HttpRequest, route: str, project: str,
                       server: str | None) -> None:
         try:
+            forwarder = self.front.gateway.forwarder
+            if forwarder is not None:
+                owner = await forwarder.owner(self.front, http, route)
+                if owner is not None:
+                    await forwarder.relay(self.front, http, owner)
+                    return
             handler = self._handlers.get((route, http.method))
             if handler is None:
                 self.front.check_origin(http)

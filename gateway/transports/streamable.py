@@ -303,9 +303,21 @@ class Streamable:
         if parsed.batch and negotiated != "2025-03-26":
             raise Refused(400, errors.INVALID_REQUEST,
                           f"JSON-RPC batches are not part of {negotiated}")
+        # A tool call may run long: a 2025-11-25 client gets a resumable stream unless
+        # its answer is ready within the window.
+        resumable = negotiated >= RESUMABLE_FROM and parsed.has_request("tools/call")
         if any(i in streams.by_request for i in ids):
+            earlier = streams.by_request.get(ids[0])
+            if (earlier is not None and not earlier.attached
+                    and earlier.messages == parsed.messages):
+                # The same POST again while nobody reads its answer: a load balancer
+                # resending it after the instance that relayed it died (README,
+                # "Several instances"). It gets the answer of the one in flight.
+                log.info("http session %s: request %r sent again; answered from its stream",
+                         session.session_id, ids[0])
+                return self._stream_reply(session, earlier, 0, priming=resumable)
             raise Refused(400, errors.INVALID_REQUEST, "a request with this id is in flight")
-        stream = streams.open(ids) if requests else None
+        stream = streams.open(ids, parsed.messages) if requests else None
         try:
             await self.front.submit(session, parsed.messages, hint=_HINT)
         except BaseException:  # refused, or the client left while waiting for room
@@ -315,9 +327,6 @@ class Streamable:
         if stream is None:
             await http.reply(202, b"", content_type=b"text/plain")
             return None
-        # A tool call may run long: a 2025-11-25 client gets a resumable stream unless
-        # its answer is ready within the window.
-        resumable = negotiated >= RESUMABLE_FROM and parsed.has_request("tools/call")
         window_s = self.front.gateway.config.gateway.answer_window_s if resumable else None
         kind, payload = await await_answer(session, stream, batch=parsed.batch, window_s=window_s)
         if kind == "json":

@@ -198,7 +198,7 @@ def test_bad_policy_tables_name_the_field(tmp_path: Path, patch: dict, field: st
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_older_store_files_migrate_to_schema_3(tmp_path: Path, version: int) -> None:
+def test_older_store_files_migrate_to_the_current_schema(tmp_path: Path, version: int) -> None:
     fixture = json.loads((FIXTURES / f"store-v{version}.json").read_text())
     shutil.copy(FIXTURES / f"store-v{version}.sqlite3", tmp_path / "mcp-orch.sqlite3")
     store = Store.open(tmp_path)
@@ -222,4 +222,4 @@ def test_older_store_files_migrate_to_schema_3(tmp_path: Path, version: int) -> 
         store.close()
     with sqlite3.connect(tmp_path / "mcp-orch.sqlite3") as db:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert SCHEMA_VERSION == 3
+        assert SCHEMA_VERSION == 5

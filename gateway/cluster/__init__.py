@@ -1,0 +1,1 @@
+"""Many instances as one gateway: signed session ids, the peer registry, forwarding."""
