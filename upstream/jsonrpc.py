@@ -25,9 +25,14 @@ class InvalidMessage(ValueError):
     """Raised for JSON that is not a JSON-RPC 2.0 message; its text says why."""
 
 
+#: ``json.dumps`` with options builds a new encoder on every call; this one is built once
+#: (encoding keeps no state between calls).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(message: Message) -> bytes:
     """Serialise one message compactly (no newlines, UTF-8)."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(message).encode()
 
 
 #: Deepest nesting of arrays/objects a message may have. Real MCP messages
