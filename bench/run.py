@@ -32,6 +32,7 @@ configuration implies; ``bench/progress.py`` shows them on stderr as they go.
     python -m bench.run            # the full run (ten minutes or so)
     python -m bench.run --smoke    # seconds: proves the harness works (CI)
     python -m bench.run --quiet    # no progress display on stderr
+    python -m bench.run --only sdk,connect   # some scenarios (their own result file)
 """
 
 from __future__ import annotations
@@ -271,7 +272,9 @@ def forwarded_share(port: int, workers: int, tries: int = 0) -> JSON:
     worker. Workers are told apart by an ``instance``/``worker`` label if the
     samples carry one, else by their counters (still once the load has
     stopped). A share is given only when every worker was seen and the
-    forwarded counter exists; otherwise it is ``None`` with the reason.
+    forwarded counter exists; otherwise it is ``None`` with the reason. It
+    covers all the workers served since they started (the readiness probe of
+    :func:`wait_workers_serving` included: 16 sessions for 0.1 s).
     """
     seen: dict[str, dict[str, float]] = {}
     for _ in range(tries or 8 * workers):
@@ -501,8 +504,20 @@ def planned_s(m: Measurement) -> float:
     return LOADGEN_START_S + min(RECOVERY_S, m.seconds)
 
 
-def plan(s: Settings) -> list[Measurement]:
-    """Every step of a run, in the order it runs."""
+#: The scenarios ``--only`` may name.
+SCENARIOS = ("sequential", "sdk", "throughput", "workers", "idle", "connect", "recovery")
+
+
+def plan(s: Settings, only: frozenset[str] | None = None) -> list[Measurement]:
+    """Every step of a run, in the order it runs (``only``: the start and those scenarios)."""
+    steps = _plan(s)
+    if only is None:
+        return steps
+    return [m for m in steps if m.scenario in only or (
+        m.scenario == "start" and (m.target == "targets" or "workers" in only))]
+
+
+def _plan(s: Settings) -> list[Measurement]:
     steps = [Measurement("start", "targets")]
     steps += [Measurement("sequential", name, rep=i, reps=s.reps, n=s.seq_n)
               for name in TARGETS if name != "ceiling" for i in range(1, s.reps + 1)]
@@ -559,6 +574,26 @@ def make_sdk_targets(gw: JSON, px: JSON, sdk: JSON) -> dict[str, JSON]:
         "proxy-sse": {"kind": "sse", "url": f"http://127.0.0.1:{px['port']}/sse", **tool},
         "proxy-http": {"kind": "http", "url": f"http://127.0.0.1:{px['port']}/mcp", **tool},
     }
+
+
+def wait_workers_serving(target: JSON, timeout: float = 30.0) -> None:
+    """Until 16 legacy SSE sessions in a row initialize through ``serve --workers``.
+
+    Each session's POSTs come on a connection of their own, which the kernel
+    may hand to another worker than the stream's; that worker forwards them
+    once it has read its sibling from the instance registry (a heartbeat
+    after start) and answers 404 before. 16 sessions all served means the
+    workers know each other (all 16 on one worker: one chance in 2^15).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            loadgen("throughput", target, sessions=16, seconds=0.1)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def make_workers_targets(gw: JSON) -> dict[str, JSON]:
@@ -647,11 +682,13 @@ def collect(steps: list[Measurement], raw: dict[Measurement, JSON]) -> JSON:
     return out
 
 
-def run(smoke: bool, out_dir: Path, *, quiet: bool = False) -> JSON:
+def run(smoke: bool, out_dir: Path, *, quiet: bool = False,
+        only: frozenset[str] | None = None) -> JSON:
     settings = Settings.of(smoke, workers=workers_supported())
-    steps = plan(settings)
+    steps = plan(settings, only)
     sdk = sdk_upstream(smoke)
-    results: JSON = {"smoke": smoke, "machine": machine(), "versions": versions(),
+    results: JSON = {"smoke": smoke, "only": sorted(only) if only else None,
+                     "machine": machine(), "versions": versions(),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = Path(tempfile.mkdtemp(prefix="mcp-orch-bench-"))
     raw: dict[Measurement, JSON] = {}
@@ -677,6 +714,7 @@ def run(smoke: bool, out_dir: Path, *, quiet: bool = False) -> JSON:
                         if m.scenario == "start":  # mcp-orch serve --workers N
                             wgw = workers_stack.enter_context(gateway(tmp, sdk, workers=WORKERS))
                             targets.update(make_workers_targets(wgw))
+                            wait_workers_serving(targets["workers:orch-sse"])
                             continue
                         raw[m] = measure(m, targets, pids)
                     if m.scenario == "workers" and (
@@ -691,7 +729,10 @@ def run(smoke: bool, out_dir: Path, *, quiet: bool = False) -> JSON:
     results["ratios"] = ratios(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out_dir / f"{'smoke' if smoke else 'bench'}-{stamp}.json"
+    kind = "smoke" if smoke else "bench"
+    if only:  # not a bench-*.json: bench.spread (and the README table) read full runs only
+        kind = f"only-{'-'.join(sorted(only))}{'-smoke' if smoke else ''}"
+    path = out_dir / f"{kind}-{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
     results["path"] = str(path)
     return results
@@ -714,17 +755,20 @@ def ratios(r: JSON) -> JSON:
             out[f"sdk_overhead_vs_proxy_{transport}"] = round(
                 orch["overhead_ms"] / prox["overhead_ms"], 3)
     for transport in ("sse", "http"):
-        orch, prox = seq[f"orch-{transport}"], seq[f"proxy-{transport}"]
-        if prox["overhead_ms"] > 0:
+        orch, prox = seq.get(f"orch-{transport}"), seq.get(f"proxy-{transport}")
+        if orch and prox and prox["overhead_ms"] > 0:
             out[f"overhead_vs_proxy_{transport}"] = round(orch["overhead_ms"] / prox["overhead_ms"], 3)
-        level = "32" if "32" in r["throughput"][f"orch-{transport}"] else max(
-            r["throughput"][f"orch-{transport}"], key=int)
-        o = r["throughput"][f"orch-{transport}"][level]["calls_per_s"]
-        p = r["throughput"][f"proxy-{transport}"][level]["calls_per_s"]
+        thr_orch = r["throughput"].get(f"orch-{transport}")
+        thr_proxy = r["throughput"].get(f"proxy-{transport}", {})
+        if not thr_orch:  # an --only run without the throughput scenario
+            continue
+        level = "32" if "32" in thr_orch else max(thr_orch, key=int)
+        o = thr_orch[level]["calls_per_s"]
+        p = thr_proxy[level]["calls_per_s"]
         if p:
             out[f"throughput_vs_proxy_{transport}_at_{level}"] = round(o / p, 2)
         w = (r.get("workers") or {}).get("throughput", {}).get(f"orch-{transport}")
-        proxy_at = r["throughput"][f"proxy-{transport}"].get(str(w["sessions"])) if w else None
+        proxy_at = thr_proxy.get(str(w["sessions"])) if w else None
         if w and proxy_at and proxy_at["calls_per_s"]:
             out[f"throughput_vs_proxy_{transport}_at_{w['sessions']}_workers_{WORKERS}"] = round(
                 w["calls_per_s"] / proxy_at["calls_per_s"], 2)
@@ -732,52 +776,15 @@ def ratios(r: JSON) -> JSON:
 
 
 def table(r: JSON) -> str:
+    """The run's tables (those of the scenarios it ran), each under the machine's context."""
     seq, thr = r["sequential"], r["throughput"]
     context = f"({context_line(r)})"
-    lines = [context, "", "| target | p50 ms | p99 ms | overhead p50 ms | " +
-             " | ".join(f"calls/s @{k}" for k in next(iter(thr.values()))) + " |",
-             "|---|---|---|---|" + "---|" * len(next(iter(thr.values())))]
-    for name in [*seq, "ceiling"]:
-        t = thr.get(name, {})
-        if name not in seq:
-            cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values())
-            lines.append(f"| load generator ceiling (trivial endpoint) | — | — | — | {cells} |")
-            continue
-        cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values()) if t else \
-            " | ".join("—" for _ in next(iter(thr.values())))
-        lines.append(f"| {name} | {seq[name]['p50_ms']:.3f} | {seq[name]['p99_ms']:.3f} | "
-                     f"{seq[name]['overhead_ms']:.3f} | {cells} |")
-    lines += ["", context, ""]
-    lines.append("| idle SSE sessions | connected | connect s | KB/session | idle CPU % |")
-    lines.append("|---|---|---|---|---|")
-    for name, by_n in r["idle"].items():
-        for n, v in by_n.items():
-            lines.append(f"| {name} ×{n} | {v['connected']} | {v['connect_s']} | "
-                         f"{v['kb_per_session']} | {v['idle_cpu_pct']} |")
-    lines += ["", context, ""]
-    lines.append("| connect→initialized | p50 ms | p99 ms | recovery after kill -9 (s) |")
-    lines.append("|---|---|---|---|")
-    for name, v in r["connect"].items():
-        rec = r["recovery"].get(name, {}).get("recovered_s")
-        if name == "ceiling":
-            lines.append(f"| load generator ceiling (trivial endpoint) | {v.get('p50_ms')} | "
-                         f"{v.get('p99_ms')} | — |")
-            continue
-        lines.append(f"| {name} | {v.get('p50_ms')} | {v.get('p99_ms')} | "
-                     f"{rec if rec is not None else 'no recovery'} |")
-    sdk = r.get("sdk") or {}
-    if sdk:
-        lines += ["", context, ""]
-        lines.append(f"| Python SDK client, tools/call in front of {r.get('sdk_upstream', '?')} | "
-                     "p50 ms | p99 ms | added p50 ms | p50 of each round |")
-        lines.append("|---|---|---|---|---|")
-        for name, v in sdk.items():
-            rounds = ", ".join(f"{x:.3f}" for x in v["rounds_p50_ms"])
-            lines.append(f"| {name} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | "
-                         f"{v['overhead_ms']:.3f} | {rounds} |")
+    sections = [_latency_table(seq, thr), _idle_table(r), _connect_table(r), _sdk_table(r)]
+    lines: list[str] = []
+    for section in filter(None, sections):
+        lines += [context, "", *section, ""]
     w = r.get("workers") or {}
-    if w:
-        lines.append("")
+    if w and (w.get("throughput") or not w.get("available")):
         if not w.get("available"):
             lines.append(f"mcp-orch serve --workers {w.get('workers')}: {w.get('note')}")
         else:
@@ -788,11 +795,75 @@ def table(r: JSON) -> str:
             lines.append(f"mcp-orch serve --workers {w['workers']}: {cells}; forwarded "
                          + (f"{100 * share:.1f} % of requests" if share is not None
                             else f"share unknown ({fwd.get('note')})"))
-    lines.append("")
+        lines.append("")
     lines.append("ratios (mcp-orch ÷ mcp-proxy, same run): " + json.dumps(r["ratios"]))
     lines.append("Absolute figures move with the machine (see its ceiling above); the same-run "
                  "ratios are what compares across machines: python -m bench.spread")
     return "\n".join(lines)
+
+
+def _latency_table(seq: JSON, thr: JSON) -> list[str]:
+    if not seq and not thr:
+        return []
+    levels = list(next(iter(thr.values()))) if thr else []
+    lines = ["| target | p50 ms | p99 ms | overhead p50 ms | " +
+             " | ".join(f"calls/s @{k}" for k in levels) + " |",
+             "|---|---|---|---|" + "---|" * len(levels)]
+    for name in [*seq, "ceiling"]:
+        t = thr.get(name, {})
+        if name not in seq:
+            if t:
+                cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values())
+                lines.append(f"| load generator ceiling (trivial endpoint) | — | — | — | {cells} |")
+            continue
+        cells = " | ".join(f"{v['calls_per_s']:.0f}" for v in t.values()) if t else \
+            " | ".join("—" for _ in levels)
+        lines.append(f"| {name} | {seq[name]['p50_ms']:.3f} | {seq[name]['p99_ms']:.3f} | "
+                     f"{seq[name]['overhead_ms']:.3f} | {cells} |")
+    return lines
+
+
+def _idle_table(r: JSON) -> list[str]:
+    if not r["idle"]:
+        return []
+    lines = ["| idle SSE sessions | connected | connect s | KB/session | idle CPU % |",
+             "|---|---|---|---|---|"]
+    for name, by_n in r["idle"].items():
+        for n, v in by_n.items():
+            lines.append(f"| {name} ×{n} | {v['connected']} | {v['connect_s']} | "
+                         f"{v['kb_per_session']} | {v['idle_cpu_pct']} |")
+    return lines
+
+
+def _connect_table(r: JSON) -> list[str]:
+    if not r["connect"] and not r["recovery"]:
+        return []
+    lines = ["| connect→initialized | p50 ms | p99 ms | recovery after kill -9 (s) |",
+             "|---|---|---|---|"]
+    for name in dict.fromkeys([*r["connect"], *r["recovery"]]):
+        v = r["connect"].get(name, {})
+        if name == "ceiling":
+            lines.append(f"| load generator ceiling (trivial endpoint) | {v.get('p50_ms')} | "
+                         f"{v.get('p99_ms')} | — |")
+            continue
+        rec = r["recovery"].get(name, {}).get("recovered_s")
+        if rec is None:
+            rec = "no recovery" if name in r["recovery"] else "—"
+        lines.append(f"| {name} | {v.get('p50_ms', '—')} | {v.get('p99_ms', '—')} | {rec} |")
+    return lines
+
+
+def _sdk_table(r: JSON) -> list[str]:
+    sdk = r.get("sdk") or {}
+    if not sdk:
+        return []
+    lines = [f"| Python SDK client, tools/call in front of {r.get('sdk_upstream', '?')} | "
+             "p50 ms | p99 ms | added p50 ms | p50 of each round |", "|---|---|---|---|---|"]
+    for name, v in sdk.items():
+        rounds = ", ".join(f"{x:.3f}" for x in v["rounds_p50_ms"])
+        lines.append(f"| {name} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} | "
+                     f"{v['overhead_ms']:.3f} | {rounds} |")
+    return lines
 
 
 def main() -> None:
@@ -801,10 +872,19 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--quiet", action="store_true",
                    help="no progress display on stderr (the tables still go to stdout)")
+    p.add_argument("--only", metavar="SCENARIO[,SCENARIO…]",
+                   help=f"run only these scenarios (of {', '.join(SCENARIOS)}); the result "
+                        "file is named only-…, which bench.spread does not read")
     args = p.parse_args()
+    only = None
+    if args.only:
+        only = frozenset(x.strip() for x in args.only.split(",") if x.strip())
+        if unknown := only - set(SCENARIOS):
+            p.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; "
+                    f"choose from {', '.join(SCENARIOS)}")
     if not BASELINE.exists():
         sys.exit(f"{BASELINE} is missing: run scripts/bench.sh (it installs the baseline)")
-    results = run(args.smoke, Path(args.out), quiet=args.quiet)
+    results = run(args.smoke, Path(args.out), quiet=args.quiet, only=only)
     print(table(results))
     print(f"\nraw results: {results['path']}")
 

@@ -1,5 +1,6 @@
-"""bench/run.py's workers scenario without a multi-worker gateway: its plan, and the share of
-forwarded requests read from /metrics pages as two workers behind one port would serve them."""
+"""bench/run.py without running targets: the workers scenario's plan and the share of forwarded
+requests read from /metrics pages as two workers behind one port would serve them; the plan
+and tables of a partial (``--only``) run."""
 
 from __future__ import annotations
 
@@ -102,3 +103,32 @@ def test_the_workers_ratio_compares_with_mcp_proxy_at_the_same_sessions() -> Non
     out = run.ratios(r)
     assert out["throughput_vs_proxy_sse_at_32_workers_2"] == 4.5
     assert "throughput_vs_proxy_http_at_32_workers_2" not in out  # not measured
+
+
+def test_only_keeps_the_start_and_the_scenarios_named() -> None:
+    settings = run.Settings.of(True, workers=True)
+    labels = [m.step().label for m in run.plan(settings, frozenset({"sdk", "connect"}))]
+    assert labels[0].startswith("start targets")
+    assert [label.split()[0] for label in labels[1:]] == ["sdk"] * 5 + ["connect"] * 3
+    labels = [m.step().label for m in run.plan(settings, frozenset({"workers"}))]
+    assert [label.split()[:2] for label in labels] == [
+        ["start", "targets"], ["start", "workers"], ["workers", "orch-sse"],
+        ["workers", "orch-http"]]
+
+
+def test_a_partial_run_prints_the_tables_it_has_and_its_ratios() -> None:
+    r = {"machine": {"cpus": 2, "python": "3.11.7"}, "sequential": {}, "throughput": {},
+         "idle": {}, "recovery": {}, "connect": {"ceiling": {"p50_ms": 9.5, "p99_ms": 10.2}},
+         "sdk_upstream": "bench/echo_server.py",
+         "sdk": {name: {"p50_ms": p50, "p99_ms": p50 * 2, "rounds_p50_ms": [p50],
+                        "overhead_ms": p50 - 1.0}
+                 for name, p50 in (("direct", 1.0), ("orch-sse", 5.0), ("orch-http", 6.0),
+                                   ("proxy-sse", 9.0), ("proxy-http", 7.0))},
+         "workers": {"workers": 2, "available": True, "throughput": {}}}
+    r["ratios"] = run.ratios(r)
+    assert r["ratios"] == {"sdk_overhead_vs_proxy_sse": 0.5, "sdk_overhead_vs_proxy_http": 0.833}
+    text = run.table(r)
+    assert "| target |" not in text and "| idle SSE sessions |" not in text
+    assert "| load generator ceiling (trivial endpoint) | 9.5 | 10.2 | — |" in text
+    assert "| orch-sse | 5.000 | 10.000 | 4.000 | 5.000 |" in text
+    assert "--workers" not in text  # available, but not run
