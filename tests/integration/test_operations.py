@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +52,10 @@ async def test_ready_goes_503_to_200_during_startup(start_gateway: StartGateway)
     with trio.fail_after(10):
         while (await _get(gw.url + "/ready")).status_code != 200:
             await trio.sleep(0.05)
-    assert (await _get(gw.url + "/ready")).json() == {"ready": True, "reason": "ready"}
+    ready = (await _get(gw.url + "/ready")).json()
+    assert {k: ready[k] for k in ("ready", "reason")} == {"ready": True, "reason": "ready"}
+    assert re.fullmatch(r"[0-9a-f]{12}", ready["instance"])
+    assert ready["peers"] == []  # a lone instance on its own SQLite file
 
 
 async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:

@@ -358,7 +358,7 @@ def test_a_version_3_file_is_migrated_to_the_instance_registry(tmp_path: Path) -
     finally:
         store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_postgres_timestamps_keep_their_precision(store_target: StoreTarget) -> None:
