@@ -7,8 +7,8 @@ the session its ``requestState`` names — carries its owner
 (``gateway/cluster/ids.py``). When the owner is a live peer, the request goes
 to the peer's internal address as it came (method, path, query, headers,
 body; the key is checked again there) and the answer comes back as it is
-produced: a JSON body, or an SSE stream relayed chunk by chunk until either
-side ends it. A client that leaves cancels the relay, which closes the peer
+produced: a JSON body whole (read to its end first, sent with its length),
+or an SSE stream relayed chunk by chunk until either side ends it. A client that leaves cancels the relay, which closes the peer
 connection, which the owner sees as that client leaving.
 
 A request that arrives forwarded (``mcp-orch-forwarded-by``) is never
@@ -101,9 +101,10 @@ class Forwarder:
         """Send ``http`` to ``peer`` and its answer back, streamed both ways.
 
         Error handling: a peer that cannot be reached is taken for dead and the
-        client gets ``404`` (its session is gone with the peer); a peer that
-        dies mid-answer ends the client's stream (it reconnects or initializes
-        again, as after any dropped stream).
+        client gets ``404`` (its session is gone with the peer), and so does a
+        client whose JSON answer the peer died before finishing; a peer that dies
+        mid-stream ends the client's SSE stream (it resumes, reconnects or
+        initializes again, as after any dropped stream).
         """
         body = await front.body(http) if http.method == "POST" else b""
         scope = http.scope
@@ -129,19 +130,49 @@ class Forwarder:
         self.metrics.forwarding_seconds.observe(time.perf_counter() - started)
         self.metrics.forwarded.labels("relayed").inc()
         try:
-            await http.send({
+            start = {
                 "type": "http.response.start", "status": response.status_code,
                 "headers": [(k.lower(), v) for k, v in response.headers.raw
                             if k.lower() not in _HOP_BY_HOP],
-            })
+            }
+            chunks = response.aiter_raw()
+            streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+            # Nothing goes to the client before the owner's first bytes (all of them for
+            # a JSON answer): if this instance dies before that, the client's load
+            # balancer sees no answer and may resend the request to another instance,
+            # which reaches the owner again; an answer cut halfway could not be resent.
+            # A POST's SSE stream always starts with an event (the priming event or
+            # the answer); a GET stream may stay quiet, so its head goes at once.
+            held: list[bytes] = []
             try:
-                async for chunk in response.aiter_raw():
-                    await http.send({"type": "http.response.body", "body": chunk,
-                                     "more_body": True})
+                if not streamed:
+                    held = [chunk async for chunk in chunks]
+                    body = b"".join(held)
+                    start["headers"].append((b"content-length", str(len(body)).encode()))
+                    held = [body]
+                elif http.method == "POST":
+                    held = [await anext(chunks, b"")]
             except httpx.TransportError as exc:
-                log.info("instance %s ended a relayed answer: %r", peer.instance_id, exc)
+                log.info("instance %s died before its answer was relayed: %r",
+                         peer.instance_id, exc)
+                self.peers.suspect(peer.instance_id)
                 self.metrics.forwarded.labels("cut").inc()
-            await http.send({"type": "http.response.body", "body": b"", "more_body": False})
+                raise not_found("the gateway instance holding this session is gone; "
+                                "initialize again (or open a new SSE stream)") from None
+            await http.send(start)
+            for chunk in held:
+                await http.send({"type": "http.response.body", "body": chunk,
+                                 "more_body": streamed})
+            if streamed:
+                try:
+                    async for chunk in chunks:
+                        await http.send({"type": "http.response.body", "body": chunk,
+                                         "more_body": True})
+                except httpx.TransportError as exc:
+                    log.info("instance %s ended a relayed answer: %r", peer.instance_id, exc)
+                    self.metrics.forwarded.labels("cut").inc()
+                await http.send({"type": "http.response.body", "body": b"",
+                                 "more_body": False})
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await response.aclose()

@@ -127,3 +127,33 @@ async def test_a_forged_session_id_is_not_forwarded(tmp_path: Path, pg_dsn: str)
             r = await http.post(url, json=ping, headers={**headers, "Mcp-Session-Id": forged})
             assert r.status_code == 404
         assert await cluster.forwarded() == 0
+
+
+async def test_a_relayed_json_answer_arrives_whole_with_its_length(
+    tmp_path: Path, pg_dsn: str,
+) -> None:
+    """An instance relaying a JSON answer sends it only once it has all of it, with a
+    Content-Length: if the relaying instance dies first, the load balancer sees no
+    answer at all (and may resend the request) rather than a body cut halfway."""
+    async with running_cluster(tmp_path, 2, store=pg_dsn) as cluster:
+        a, b = cluster.instances
+        headers = {**cluster.auth(), "Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"}}}
+            r = await http.post(f"{b.url}/projects/demo/servers/demo/mcp", json=init,
+                                headers=headers)
+            headers["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+            via_a = f"{a.url}/projects/demo/servers/demo/mcp"
+            r = await http.post(via_a, headers=headers,
+                                json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            assert r.status_code == 202
+            r = await http.post(via_a, json={"jsonrpc": "2.0", "id": 2, "method": "ping"},
+                                headers=headers)
+            assert r.status_code == 200 and r.json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.headers["content-length"] == str(len(r.content))
+            assert "transfer-encoding" not in r.headers
+        assert await cluster.forwarded() == 2
