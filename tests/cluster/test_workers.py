@@ -61,7 +61,7 @@ async def test_two_workers_serve_every_transport(tmp_path: Path) -> None:
     async with gateway_process(path, "--workers", "2") as gw:
         workers = await worker_addresses(gw.url)
         base = f"{gw.url}/projects/demo/servers/demo"
-        for n in range(10):
+        for n in range(6):
             # New connections each time, so both workers get some of each session.
             async with httpx2.AsyncClient(headers=auth, timeout=30,
                                           limits=httpx2.Limits(max_keepalive_connections=0)
